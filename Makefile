@@ -1,0 +1,60 @@
+# gp3d: `make train` (train on the embedded synthetic dataset) and `make test`.
+# Both create or reuse the virtualenv through `make setup`. `make help` lists every target.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.gp3d-installed
+export HF_HUB_OFFLINE ?= 1
+# W&B logs offline unless you configured a key (`wandb login` or WANDB_API_KEY).
+ARGS ?=
+
+.PHONY: help setup train test test-full test-gpu lint format data smoke bench clean clean-logs
+
+help:  ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create/reuse .venv from the pinned requirements.txt (+ constraints.txt)
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml tools/gp3d_torchvision_compat.py tools/install_torchvision_compat.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null || $(PY) -m pip install -q --no-deps -e .
+	$(PY) tools/install_torchvision_compat.py
+	@touch $(STAMP)
+
+train: setup  ## train on the embedded synthetic dataset (generated on first use); extra overrides: ARGS="..."
+	$(PY) -m gp3d.train $(ARGS)
+
+smoke: setup  ## a few CPU iterations of the smoke experiment
+	$(PY) -m gp3d.train experiment=smoke $(ARGS)
+
+data: setup  ## generate the embedded synthetic dataset into data/cache (idempotent)
+	$(PY) -m data_prep.synthetic --out data/cache/synthetic64
+
+test: setup  ## fast CPU tests (excludes `slow` and `gpu` markers)
+	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) -m pytest -m "not slow and not gpu" $(ARGS)
+
+test-full: setup  ## all CPU tests, slow ones included
+	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) -m pytest -m "not gpu" $(ARGS)
+
+test-gpu: setup  ## GPU-only tests (needs CUDA)
+	$(PY) -m pytest -m gpu $(ARGS)
+
+bench: setup  ## speed/memory benchmarks (python -m gp3d.bench)
+	$(PY) -m gp3d.bench $(ARGS)
+
+lint: setup  ## ruff lint + format check
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: setup  ## ruff autofix + format
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+clean-logs:  ## remove run outputs
+	rm -rf outputs logs wandb
+
+clean: clean-logs  ## remove caches and the virtualenv
+	rm -rf $(VENV) .pytest_cache .ruff_cache data/cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

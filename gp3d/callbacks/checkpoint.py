@@ -1,0 +1,77 @@
+"""Checkpoints every N kimg, plus ``last.ckpt`` (also on interruption), saved atomically."""
+
+from pathlib import Path
+
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
+
+
+class KimgCheckpoint(Callback):
+    """Saves ``checkpoints/kimgXXXXXX.ckpt`` every ``every_kimg`` and keeps ``last.ckpt`` current.
+
+    Progress is counted in images (the LitModule's ``nimg``), not Lightning steps, which count
+    optimizer steps under manual optimisation. Use with ``AtomicCheckpointIO`` so an interrupted
+    save never leaves a truncated file.
+
+    Args:
+        every_kimg: periodic snapshot interval; 0 disables periodic snapshots.
+        last_every_kimg: how often ``last.ckpt`` is refreshed (defaults to every_kimg).
+        dirpath: folder; default ``<trainer.default_root_dir>/checkpoints``.
+        keep_last: keep only this many periodic snapshots (None = all).
+        save_on_exception: write ``last.ckpt`` when training stops on an exception/Ctrl-C.
+    """
+
+    def __init__(
+        self,
+        every_kimg: float = 100.0,
+        last_every_kimg: float | None = None,
+        dirpath: str | None = None,
+        keep_last: int | None = None,
+        save_on_exception: bool = True,
+    ) -> None:
+        self.every_kimg, self.last_every_kimg = every_kimg, last_every_kimg or every_kimg
+        self.dirpath, self.keep_last, self.save_on_exception = dirpath, keep_last, save_on_exception
+        self._last_saved_nimg = -1
+
+    def _dir(self, trainer: Trainer) -> Path:
+        return Path(self.dirpath or Path(trainer.default_root_dir) / "checkpoints")
+
+    def _save(self, trainer: Trainer, pl_module: LightningModule, name: str) -> Path:
+        path = self._dir(trainer) / name
+        trainer.save_checkpoint(path)
+        return path
+
+    @staticmethod
+    def _crossed(prev: int, now: int, every_kimg: float) -> bool:
+        every = int(every_kimg * 1000)
+        return every > 0 and now // every > prev // every
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.sanity_checking or getattr(trainer, "fast_dev_run", False):
+            return
+        now = int(pl_module.nimg.item())
+        prev = now - batch.image.shape[0] * trainer.world_size
+        if self._crossed(prev, now, self.every_kimg):
+            path = self._save(trainer, pl_module, f"kimg{now // 1000:06d}.ckpt")
+            rank_zero_info(f"saved {path}")
+            self._prune(trainer)
+        if self._crossed(prev, now, self.last_every_kimg):
+            self._save(trainer, pl_module, "last.ckpt")
+            self._last_saved_nimg = now
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if int(pl_module.nimg.item()) != self._last_saved_nimg:
+            path = self._save(trainer, pl_module, "last.ckpt")
+            rank_zero_info(f"saved {path}")
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if self.save_on_exception and int(pl_module.nimg.item()) > 0:
+            path = self._save(trainer, pl_module, "last.ckpt")
+            rank_zero_info(f"training stopped ({type(exception).__name__}); saved {path} to resume from")
+
+    def _prune(self, trainer: Trainer) -> None:
+        if self.keep_last is None or trainer.global_rank != 0:
+            return
+        snaps = sorted(self._dir(trainer).glob("kimg*.ckpt"))
+        for old in snaps[: -self.keep_last]:
+            old.unlink(missing_ok=True)

@@ -1,0 +1,107 @@
+"""Fixed-latent sample grids and turntable videos from the EMA generator, saved and logged."""
+
+from pathlib import Path
+
+import torch
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_only
+
+from gp3d.trajectories import front_circle, mean_camera, yaw_offsets
+from gp3d.utils.media import depth_to_image, make_grid, save_image, save_video
+
+
+class SampleLogger(Callback):
+    """Every ``every_kimg`` (and at the end) renders fixed latents from several cameras.
+
+    Writes ``samples/kimgXXXXXX.png`` (rows: samples; columns: RGB views then depth views) and
+    ``samples/kimgXXXXXX.mp4`` (a front-circle turntable, spec 8.4) into the run folder, and logs
+    both to W&B when a WandbLogger is attached. Cameras are deterministic offsets around the
+    prior's centre and bypass the camera generator, like the original's training snapshots (P8).
+
+    Args:
+        every_kimg: interval; 0 = only at the end of training.
+        num_samples: latents in the grid. views: yaw offsets (radians) of the grid's columns.
+        resolution: render size (None = the generator's image resolution).
+        video_samples / video_frames / fps: turntable video settings (0 frames = no video).
+        seed: seed of the fixed latents.
+    """
+
+    def __init__(
+        self,
+        every_kimg: float = 100.0,
+        num_samples: int = 8,
+        views: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5),
+        resolution: int | None = None,
+        video_samples: int = 4,
+        video_frames: int = 32,
+        fps: int = 25,
+        seed: int = 0,
+        at_train_end: bool = True,
+    ) -> None:
+        self.every_kimg, self.num_samples, self.views = every_kimg, num_samples, list(views)
+        self.resolution, self.video_samples = resolution, video_samples
+        self.video_frames, self.fps, self.seed, self.at_train_end = video_frames, fps, seed, at_train_end
+        self.last_paths: list[Path] = []
+
+    def _latents(self, pl_module: LightningModule, n: int):
+        gen = torch.Generator().manual_seed(self.seed)
+        z = torch.randn(n, pl_module.G.z_dim, generator=gen).to(pl_module.device)
+        c_dim = pl_module.G.c_dim
+        c = torch.eye(c_dim, device=pl_module.device)[torch.arange(n) % c_dim] if c_dim > 0 else None
+        return z, c
+
+    def _render(self, pl_module, z, c, cams, res):
+        G = pl_module.G_ema
+        rgbs, depths = [], []
+        for cam in cams:
+            out = pl_module.sample(z, c, camera=cam, resolution=res, use_camera_generator=False, adapt_depth=False)
+            rgbs.append(out.rgb)
+            depths.append(depth_to_image(out.depth, G.renderer.near, G.renderer.far).expand_as(out.rgb))
+        return rgbs, depths
+
+    @rank_zero_only
+    def render_and_save(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> list[Path]:
+        was_training = pl_module.G_ema.training
+        pl_module.G_ema.eval()
+        out_dir = Path(trainer.default_root_dir) / "samples"
+        res = self.resolution or pl_module.G_ema.img_resolution
+        z, c = self._latents(pl_module, self.num_samples)
+        base = mean_camera(pl_module.G_ema.camera_prior, self.num_samples, pl_module.device)
+        rgbs, depths = self._render(pl_module, z, c, yaw_offsets(base, self.views), res)
+        cells = torch.stack(rgbs + depths, dim=1).flatten(0, 1)  # [N * 2V, 3, H, W], sample-major
+        paths = [save_image(make_grid(cells, nrow=2 * len(self.views)), out_dir / f"{tag}.png")]
+        if self.video_frames > 0 and self.video_samples > 0:
+            n = min(self.video_samples, self.num_samples)
+            frames_rgb, frames_depth = self._render(
+                pl_module, z[:n], c[:n] if c is not None else None,
+                front_circle(base[:n], self.video_frames), res)
+            frames = [make_grid(torch.cat([r, d]), nrow=n) for r, d in zip(frames_rgb, frames_depth)]
+            paths.append(save_video(frames, out_dir / f"{tag}.mp4", fps=self.fps))
+        pl_module.G_ema.train(was_training)
+        self._log(trainer, paths)
+        self.last_paths = paths
+        return paths
+
+    def _log(self, trainer: Trainer, paths: list[Path]) -> None:
+        for logger in trainer.loggers:
+            if type(logger).__name__ != "WandbLogger":
+                continue
+            import wandb
+
+            for p in paths:
+                item = wandb.Image(str(p)) if p.suffix == ".png" else wandb.Video(str(p), format=p.suffix[1:])
+                logger.experiment.log({f"samples/{'grid' if p.suffix == '.png' else 'video'}": item,
+                                       "trainer/global_step": trainer.global_step})
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_kimg <= 0 or getattr(trainer, "fast_dev_run", False):
+            return
+        every = int(self.every_kimg * 1000)
+        now = int(pl_module.nimg.item())
+        prev = now - batch.image.shape[0] * trainer.world_size
+        if now // every > prev // every:
+            self.render_and_save(trainer, pl_module, f"kimg{now // 1000:06d}")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.at_train_end:
+            self.render_and_save(trainer, pl_module, f"kimg{int(pl_module.nimg.item()) // 1000:06d}_final")

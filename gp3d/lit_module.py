@@ -1,0 +1,233 @@
+"""GP3DLitModule: the training orchestration (manual optimisation, spec 7.3 / 14).
+
+One ``training_step`` = Gall -> Dmain -> Dreg (every ``r1_interval`` iterations) -> EMA update,
+progress counted in images. The maths lives in losses.py, patches.py, schedules.py, blur.py.
+"""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from torch import nn
+
+from gp3d import schedules
+from gp3d.blur import blur_images
+from gp3d.camera_loss import CameraLoss
+from gp3d.ema import ema_update, make_ema_copy
+from gp3d.losses import discriminator_loss, distillation_loss, generator_loss, r1_penalty
+from gp3d.models.discriminator import Discriminator
+from gp3d.models.generator import Generator
+from gp3d.patches import extract_patches, sample_patch_params
+from gp3d.types import Batch, PatchParams
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+
+class GP3DLitModule(LightningModule):
+    """Trains a 3D generator adversarially on patches of real RGB(-D) images.
+
+    Args:
+        generator / discriminator: the networks (built by Hydra).
+        g_optimizer / d_optimizer: partial optimizer factories; D's lr and betas get the lazy-R1
+            correction (spec 7.2).
+        batch_size: global batch (images per iteration over all devices).
+        total_kimg: training length in thousands of images.
+        patch_resolution: side of rendered / real patches fed to D (64).
+        patch_min_scale: smallest patch scale; None = patch_resolution / img_resolution.
+        patch_beta: (start, end, anneal_kimg) of the Beta(1, b) patch-scale schedule.
+        r1_gamma: R1 weight; None = auto, 0.0002 res^2 / batch (spec 7.1).
+        r1_interval: lazy R1 every N iterations (16).
+        blur_sigma: (init, fade_kimg) of the D-input blur; depth_blur_scale: extra depth blur (P6).
+        nerf_noise: (init std, fade_kimg) of the density noise.
+        use_depth: D sees RGB-D (3DGP) instead of RGB (EpiGRAF).
+        kd_weight: (start, end, anneal_kimg) of the distillation weight; start 0 disables KD.
+        kd_squared: squared L2 (paper) instead of the code's plain L2 norm (P3).
+        camera_loss: camera-generator regularisers (3DGP); None when there is no camera generator.
+        ema_kimg: EMA half-life in kimg; None = batch_size * 0.3125 (spec 7.5). ema_rampup: 0.05.
+    """
+
+    def __init__(
+        self,
+        generator: Generator,
+        discriminator: Discriminator,
+        g_optimizer: OptimizerFactory,
+        d_optimizer: OptimizerFactory,
+        batch_size: int = 64,
+        total_kimg: float = 25_000,
+        patch_resolution: int = 64,
+        patch_min_scale: float | None = None,
+        patch_beta: tuple[float, float, float] = (0.001, 0.8, 10_000),
+        r1_gamma: float | None = None,
+        r1_interval: int = 16,
+        blur_sigma: tuple[float, float] = (10.0, 200.0),
+        depth_blur_scale: float | None = 30.0,
+        nerf_noise: tuple[float, float] = (1.0, 5000.0),
+        use_depth: bool = True,
+        kd_weight: tuple[float, float, float] = (1.0, 0.0, 100_000),
+        kd_squared: bool = False,
+        camera_loss: CameraLoss | None = None,
+        ema_kimg: float | None = None,
+        ema_rampup: float | None = 0.05,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.save_hyperparameters(ignore=["generator", "discriminator", "camera_loss"], logger=False)
+        self.G, self.D = generator, discriminator
+        self.G_ema = make_ema_copy(generator)
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.camera_loss = camera_loss
+        res = generator.img_resolution
+        self.patch_min_scale = patch_min_scale or patch_resolution / res
+        self.r1_gamma = r1_gamma if r1_gamma is not None else schedules.r1_gamma_auto(res, batch_size)
+        self.ema_kimg = ema_kimg if ema_kimg is not None else batch_size * 0.3125
+        if use_depth != (discriminator.in_channels == 4):
+            raise ValueError(
+                f"use_depth={use_depth} but the discriminator takes {discriminator.in_channels} "
+                "channels; set model.discriminator.in_channels to 4 for RGB-D or 3 for RGB"
+            )
+        # Progress lives in buffers so it is saved in checkpoints and restored on resume.
+        self.register_buffer("nimg", torch.zeros((), dtype=torch.long))
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+
+    # --- progress & schedules --------------------------------------------------------------
+    @property
+    def kimg(self) -> float:
+        return self.nimg.item() / 1000.0
+
+    @property
+    def uses_kd(self) -> bool:
+        return self.hparams.kd_weight[0] > 0 or self.hparams.kd_weight[1] > 0
+
+    def _schedule(self) -> dict[str, float]:
+        k, hp = self.kimg, self.hparams
+        return {
+            "blur_sigma": schedules.blur_sigma(k, *hp.blur_sigma),
+            "nerf_noise": schedules.nerf_noise_std(k, *hp.nerf_noise),
+            "patch_beta": schedules.patch_beta(k, *hp.patch_beta),
+            "kd_weight": schedules.linear_schedule(k, *hp.kd_weight),
+        }
+
+    # --- helpers -----------------------------------------------------------------------------
+    def onehot(self, labels: torch.Tensor) -> torch.Tensor | None:
+        c_dim = self.G.c_dim
+        return F.one_hot(labels, c_dim).float() if c_dim > 0 else None
+
+    def _patches(self, batch_size: int, beta: float) -> PatchParams:
+        return sample_patch_params(batch_size, self.patch_min_scale, 1.0, beta, device=self.device)
+
+    def _fake(self, batch: Batch, sched, update_emas: bool) -> tuple[torch.Tensor, PatchParams, torch.Tensor | None]:
+        """Render a fake patch batch as D input; labels follow the data (a shuffled real batch)."""
+        b = batch.image.shape[0]
+        z = torch.randn(b, self.G.z_dim, device=self.device)
+        c = self.onehot(batch.label[torch.randperm(b, device=self.device)])
+        patch = self._patches(b, sched["patch_beta"])
+        out = self.G(z, c, patch=patch, resolution=self.hparams.patch_resolution,
+                     density_noise_std=sched["nerf_noise"], update_emas=update_emas,
+                     adapt_depth=self.hparams.use_depth)
+        x = torch.cat([out.rgb, out.depth_adapted], 1) if self.hparams.use_depth else out.rgb
+        return x, patch, c
+
+    def _real(self, batch: Batch, sched) -> tuple[torch.Tensor, PatchParams]:
+        x = torch.cat([batch.image, batch.depth], 1) if self.hparams.use_depth else batch.image
+        patch = self._patches(x.shape[0], sched["patch_beta"])
+        return extract_patches(x, patch, self.hparams.patch_resolution), patch
+
+    def _run_d(self, x: torch.Tensor, patch: PatchParams, c, sched):
+        x = blur_images(x, sched["blur_sigma"], self.hparams.depth_blur_scale)
+        return self.D(x, patch.to_tensor(), c)
+
+    def _step(self, opt, module: nn.Module) -> None:
+        # NaN -> 0 and +-inf -> +-1e5, as the original does after its all-reduce (spec 7.2).
+        for p in module.parameters():
+            if p.grad is not None:
+                torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    # --- phases ------------------------------------------------------------------------------
+    def _g_step(self, batch: Batch, sched, logs: dict) -> None:
+        opt_g = self.optimizers()[0]
+        self.toggle_optimizer(opt_g)
+        x, patch, c = self._fake(batch, sched, update_emas=False)
+        logits, _ = self._run_d(x, patch, c, sched)
+        loss = generator_loss(logits)
+        logs["train/loss_G"] = loss.detach()
+        if self.camera_loss is not None and self.G.camera_generator is not None:
+            cam_loss, cam_logs = self.camera_loss(self.G, self.kimg, self.device)
+            loss = loss + cam_loss
+            logs.update(cam_logs)
+        self.manual_backward(loss)
+        self._step(opt_g, self.G)
+        self.untoggle_optimizer(opt_g)
+
+    def _d_step(self, batch: Batch, sched, logs: dict) -> None:
+        opt_d = self.optimizers()[1]
+        self.toggle_optimizer(opt_d)
+        with torch.no_grad():  # w_avg is tracked on this pass only (spec 1.1)
+            fake, patch_f, c_f = self._fake(batch, sched, update_emas=True)
+        logits_f, _ = self._run_d(fake, patch_f, c_f, sched)
+        real, patch_r = self._real(batch, sched)
+        logits_r, kd_pred = self._run_d(real, patch_r, self.onehot(batch.label), sched)
+        loss = discriminator_loss(logits_r, logits_f)
+        logs.update({"train/loss_D": loss.detach(), "train/logits_real": logits_r.detach().mean(),
+                     "train/logits_fake": logits_f.detach().mean()})
+        if kd_pred is not None and sched["kd_weight"] > 0:
+            if batch.embedding is None:
+                raise RuntimeError("KD is on but the batch has no teacher embeddings (data.use_embeddings)")
+            kd = distillation_loss(kd_pred, batch.embedding, patch_r.scale, self.hparams.kd_squared)
+            loss = loss + sched["kd_weight"] * kd
+            logs["train/kd"] = kd.detach()
+        self.manual_backward(loss)
+        self._step(opt_d, self.D)
+        self.untoggle_optimizer(opt_d)
+
+    def _r1_step(self, batch: Batch, sched, logs: dict) -> None:
+        opt_d = self.optimizers()[1]
+        self.toggle_optimizer(opt_d)
+        real, patch = self._real(batch, sched)
+        real = real.detach().requires_grad_(True)
+        logits, kd_pred = self._run_d(real, patch, self.onehot(batch.label), sched)
+        penalty = r1_penalty(logits, real, self.r1_gamma)
+        # "+ 0 * outputs" keeps every D parameter in the graph (DDP without unused-param search).
+        unused = 0.0 * kd_pred.sum() if kd_pred is not None else 0.0
+        self.manual_backward(penalty * self.hparams.r1_interval + unused + 0.0 * logits.sum())
+        self._step(opt_d, self.D)
+        self.untoggle_optimizer(opt_d)
+        logs["train/r1"] = penalty.detach()
+
+    # --- Lightning hooks ---------------------------------------------------------------------
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        sched = self._schedule()
+        if self.G.depth_adaptor is not None:
+            self.G.depth_adaptor.set_kimg(self.kimg)
+        logs: dict[str, torch.Tensor | float] = {}
+        self._g_step(batch, sched, logs)
+        self._d_step(batch, sched, logs)
+        if self.iteration.item() % self.hparams.r1_interval == 0:
+            self._r1_step(batch, sched, logs)
+        global_batch = batch.image.shape[0] * self.trainer.world_size
+        self.nimg += global_batch
+        self.iteration += 1
+        ema_update(self.G_ema, self.G, schedules.ema_beta(self.nimg.item(), global_batch, self.ema_kimg, self.hparams.ema_rampup))
+        self.log("kimg", self.kimg, prog_bar=True, rank_zero_only=True)
+        self.log_dict({k: v for k, v in logs.items()}, prog_bar=False, sync_dist=False)
+        self.log_dict({"progress/kimg": self.kimg, **{f"schedule/{k}": v for k, v in sched.items()}})
+        self.log("G", logs["train/loss_G"], prog_bar=True)
+        self.log("D", logs["train/loss_D"], prog_bar=True)
+        if self.nimg.item() >= self.hparams.total_kimg * 1000:
+            self.trainer.should_stop = True
+
+    def configure_optimizers(self):
+        opt_g = self.g_optimizer(params=self.G.parameters())
+        base = getattr(self.d_optimizer, "keywords", {})
+        lr, betas = schedules.lazy_reg_adam(base.get("lr", 0.002), tuple(base.get("betas", (0.0, 0.99))),
+                                            self.hparams.r1_interval)
+        opt_d = self.d_optimizer(params=self.D.parameters(), lr=lr, betas=betas)
+        return [opt_g, opt_d]
+
+    @torch.no_grad()
+    def sample(self, z: torch.Tensor, c: torch.Tensor | None = None, **kwargs):
+        """Render with the EMA generator (eval mode, const noise unless overridden)."""
+        kwargs.setdefault("noise_mode", "const")
+        return self.G_ema(z, c, **kwargs)

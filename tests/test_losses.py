@@ -1,0 +1,64 @@
+import math
+
+import torch
+
+from gp3d import schedules
+from gp3d.blur import blur_images
+from gp3d.losses import discriminator_loss, distillation_loss, generator_loss, r1_penalty
+
+
+def test_gan_losses_values():
+    z = torch.zeros(4)
+    assert math.isclose(generator_loss(z).item(), math.log(2), rel_tol=1e-6)
+    assert math.isclose(discriminator_loss(z, z).item(), 2 * math.log(2), rel_tol=1e-6)
+    # D is rewarded for high real and low fake logits
+    assert discriminator_loss(torch.full((4,), 5.0), torch.full((4,), -5.0)) < 0.02
+
+
+def test_r1_on_analytic_discriminator():
+    # D(x) = sum(w * x) has dD/dx = w, so R1 = gamma/2 * |w|^2 for every sample.
+    w = torch.randn(1, 4, 5, 5)
+    x = torch.randn(3, 4, 5, 5, requires_grad=True)
+    logits = (x * w).flatten(1).sum(1)
+    r1 = r1_penalty(logits, x, gamma=0.2)
+    assert torch.allclose(r1, 0.1 * w.square().sum(), rtol=1e-5)
+
+
+def test_r1_double_backward_reaches_parameters():
+    lin = torch.nn.Linear(10, 1)
+    x = torch.randn(4, 10, requires_grad=True)
+    r1 = r1_penalty(torch.tanh(lin(x)).squeeze(1), x, gamma=1.0)
+    r1.backward()
+    assert lin.weight.grad is not None and lin.weight.grad.abs().sum() > 0
+
+
+def test_distillation_loss_zero_at_target_and_scale_weighting():
+    t = torch.randn(4, 16)
+    assert distillation_loss(t.clone().requires_grad_(), t, torch.rand(4)).item() < 1e-5
+    pred = t + 1.0  # every sample at distance 4 (sqrt of 16)
+    assert math.isclose(distillation_loss(pred, t).item(), 4.0, rel_tol=1e-5)
+    assert math.isclose(distillation_loss(pred, t, squared=True).item(), 16.0, rel_tol=1e-5)
+    # weights s / mean(s): samples with small patches count less
+    pred = t.clone()
+    pred[0] += 1.0
+    big, small = torch.tensor([1.0, 0.25, 0.25, 0.25]), torch.tensor([0.25, 1.0, 1.0, 1.0])
+    assert distillation_loss(pred, t, big) > distillation_loss(pred, t, small)
+
+
+def test_schedule_endpoints_match_spec():
+    assert schedules.blur_sigma(0) == 10 and schedules.blur_sigma(200) == 0
+    assert schedules.nerf_noise_std(0) == 1 and schedules.nerf_noise_std(5000) == 0
+    assert schedules.patch_beta(0) == 0.001 and schedules.patch_beta(1e9) == 0.8
+    assert math.isclose(schedules.r1_gamma_auto(256, 64), 0.2048)
+    lr, betas = schedules.lazy_reg_adam(0.002, (0.0, 0.99), 16)
+    assert math.isclose(lr, 0.00188235, rel_tol=1e-5) and math.isclose(betas[1], 0.9905855, rel_tol=1e-6)
+    assert math.isclose(schedules.ema_beta(10**9, 64, 20.0), 0.9977844, rel_tol=1e-6)
+    assert schedules.ema_beta(6400, 64, 20.0) < schedules.ema_beta(64_000, 64, 20.0)  # ramp-up
+
+
+def test_blur_preserves_mean_and_is_noop_when_sigma_small():
+    x = torch.randn(2, 4, 16, 16)
+    assert torch.equal(blur_images(x, 0.3), x)
+    const = torch.ones(1, 4, 40, 40)
+    y = blur_images(const, 2.0)
+    assert torch.allclose(y[..., 13:27, 13:27], const[..., 13:27, 13:27], atol=1e-5)
