@@ -2,6 +2,8 @@
 
 Equalized learning rate: weights are stored as N(0, 1/lr_multiplier^2) and scaled at run time by
 lr_multiplier / sqrt(fan_in), so Adam's effective step for a layer is lr * lr_multiplier.
+Contents: activations, 2nd-moment normalisation, FC and conv layers, modulated conv,
+minibatch-std. FIR resampling lives in gp3d.models.fir.
 """
 
 import math
@@ -16,7 +18,9 @@ LRELU_SLOPE = 0.2
 ACT_GAINS = {"linear": 1.0, "lrelu": math.sqrt(2.0), "softplus": 1.0, "relu": math.sqrt(2.0)}
 
 
-def activate(x: torch.Tensor, activation: str, gain: float = 1.0, clamp: float | None = None) -> torch.Tensor:
+def activate(
+    x: torch.Tensor, activation: str, gain: float = 1.0, clamp: float | None = None
+) -> torch.Tensor:
     """Activation times its default gain (and an extra ``gain``), optionally clamped (bias_act)."""
     if activation == "lrelu":
         x = F.leaky_relu(x, LRELU_SLOPE)
@@ -53,7 +57,9 @@ class FullyConnected(nn.Module):
     ) -> None:
         super().__init__()
         if activation not in ACT_GAINS:
-            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACT_GAINS)}")
+            raise ValueError(
+                f"unknown activation {activation!r}; expected one of {sorted(ACT_GAINS)}"
+            )
         self.activation = activation
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
         self.bias = nn.Parameter(torch.full((out_features,), float(bias_init))) if bias else None
@@ -96,7 +102,9 @@ class Conv2dLayer(nn.Module):
     ) -> None:
         super().__init__()
         if activation not in ACT_GAINS:
-            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACT_GAINS)}")
+            raise ValueError(
+                f"unknown activation {activation!r}; expected one of {sorted(ACT_GAINS)}"
+            )
         self.activation, self.up, self.down = activation, up, down
         self.gain, self.conv_clamp = gain, conv_clamp
         shape = (out_channels, in_channels, kernel_size, kernel_size)

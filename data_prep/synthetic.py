@@ -1,0 +1,271 @@
+"""The embedded default dataset: procedural, multi-class, deliberately non-aligned 3D objects.
+
+Writes WebDataset shards + ``manifest.json`` in the format of ``data_prep/common.py``. Every
+shard is a pure function of (seed, shard index, shard size, resolution), so the output does not
+depend on ``--workers``; it is bit-identical across runs with the same torch build and thread
+count (transcendental kernels may differ in the last ulp across thread counts or machines).
+
+    python -m data_prep.synthetic --out data/synthetic64 --num-samples 4000 --resolution 64
+
+Shards are rendered into a hidden staging folder inside ``--out`` and moved into place only when
+all of them are complete; the manifest is written last. An interrupted run removes its staging
+folder (or, if killed outright, leaves only a hidden folder that readers never look at and a
+later run deletes), so no partial dataset can be read.
+"""
+
+import argparse
+import math
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data_prep import common
+from data_prep.synthetic_depth import simulate_monocular_depth
+from data_prep.synthetic_scenes import FAR, NEAR, render, sample_cameras, sample_scenes
+from data_prep.synthetic_shapes import CLASS_NAMES
+from gp3d.types import CAMERA_FIELDS
+
+GENERATOR_NAME = "data_prep.synthetic"
+GENERATOR_VERSION = "1.0"
+KEYS = ["png", "depth.png", "cls", "depth_gt.npy", "camera.json"]
+DEFAULT_NUM_SAMPLES, DEFAULT_RESOLUTION, DEFAULT_SHARD_SIZE = 4000, 64, 500
+_RAYS_PER_CHUNK = 1 << 20  # bounds render memory (~100 MB of temporaries) at any resolution
+_STAGING_RE = re.compile(r"^\.staging-(\d+)-[0-9a-f]+$")
+_SHARD_RE = re.compile(r"^shard-\d{6}\.tar$")
+
+
+def _shard_seed(seed: int, shard_index: int) -> int:
+    return int(np.random.SeedSequence([seed, shard_index]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def render_shard_samples(
+    seed: int, shard_index: int, start: int, count: int, resolution: int
+) -> list[dict[str, Any]]:
+    """Render and encode the ``count`` samples of one shard (keys ``start .. start+count-1``)."""
+    g = torch.Generator().manual_seed(_shard_seed(seed, shard_index))
+    labels = torch.randint(0, len(CLASS_NAMES), (count,), generator=g)
+    scenes, cams = sample_scenes(g, labels), sample_cameras(g, count)
+    chunk = max(1, _RAYS_PER_CHUNK // resolution**2)
+    samples = []
+    for lo in range(0, count, chunk):
+        sl = slice(lo, min(lo + chunk, count))
+        rgb, depth = render(scenes[sl], cams[sl], resolution)
+        estimate = simulate_monocular_depth(depth, g, NEAR, FAR)
+        rgb8 = (rgb * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for j in range(rgb8.shape[0]):
+            i = lo + j
+            samples.append(
+                {
+                    "__key__": f"{start + i:08d}",
+                    "png": common.encode_png(rgb8[j]),
+                    "depth.png": common.encode_relative_depth(estimate[j, 0].numpy()),
+                    "cls": str(int(labels[i])),
+                    "depth_gt.npy": common.encode_npy(depth[j, 0].numpy().astype(np.float16)),
+                    "camera.json": common.encode_json(
+                        {k: float(getattr(cams, k)[i]) for k in CAMERA_FIELDS}
+                    ),
+                }
+            )
+    return samples
+
+
+def _write_shard(spec: tuple[Path, int, int, int, int, int]) -> tuple[dict[str, Any], list[int]]:
+    folder, seed, shard_index, start, count, resolution = spec
+    samples = render_shard_samples(seed, shard_index, start, count, resolution)
+    with common.AtomicShardWriter(folder / common.SHARD_PATTERN.format(shard_index)) as writer:
+        for sample in samples:
+            writer.write(sample)
+    return writer.shard_info, [int(s["cls"]) for s in samples]
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # one process per core beats intra-op threads for tiny images
+
+
+def _params(num_samples: int, resolution: int, seed: int, shard_size: int) -> dict[str, int]:
+    return {
+        "num_samples": num_samples, "resolution": resolution, "seed": seed,
+        "shard_size": shard_size,
+    }  # fmt: skip
+
+
+def _visible_entries(out: Path) -> list[Path]:
+    """Entries that make ``out`` non-empty: everything but temp files and staging folders."""
+    return [p for p in out.iterdir() if not (_STAGING_RE.match(p.name) or ".tmp-" in p.name)]
+
+
+def _remove_stale_staging(out: Path) -> None:
+    for p in out.iterdir():
+        m = _STAGING_RE.match(p.name)
+        if m and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _existing_matches(out: Path, params: dict[str, int]) -> bool:
+    try:
+        manifest = common.read_manifest(out, verify_checksums=True)
+    except common.DatasetError:
+        return False
+    gen = manifest["generator"]
+    return (gen.get("name"), gen.get("version"), gen.get("params")) == (
+        GENERATOR_NAME, GENERATOR_VERSION, params,
+    )  # fmt: skip
+
+
+def generate_dataset(
+    out: str | os.PathLike,
+    num_samples: int = DEFAULT_NUM_SAMPLES,
+    resolution: int = DEFAULT_RESOLUTION,
+    seed: int = 0,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    workers: int = 1,
+    overwrite: bool = False,
+    on_shard: Callable[[int, int], None] | None = None,
+) -> bool:
+    """Write the synthetic dataset to ``out``; returns False if an identical one was reused.
+
+    Raises ``FileExistsError`` if ``out`` holds anything else and ``overwrite`` is False.
+    ``on_shard(done, total)`` is called after each finished shard (progress; tests use it to
+    interrupt the run).
+    """
+    if num_samples < 1 or resolution < 2 or shard_size < 1 or workers < 1:
+        raise ValueError("num_samples, shard_size and workers must be >= 1, resolution >= 2")
+    out = Path(out)
+    params = _params(num_samples, resolution, seed, shard_size)
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(out)
+    if _visible_entries(out):
+        if not overwrite and _existing_matches(out, params):
+            return False
+        if not overwrite:
+            raise FileExistsError(
+                f"{out} is not empty and does not hold a synthetic dataset with parameters "
+                f"{params}. Pass --overwrite (overwrite=True) to replace it, or choose another --out."
+            )
+    staging = out / f".staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        starts = range(0, num_samples, shard_size)
+        specs = [
+            (staging, seed, k, s, min(shard_size, num_samples - s), resolution)
+            for k, s in enumerate(starts)
+        ]
+        results = []
+        if workers == 1:
+            for spec in specs:
+                results.append(_write_shard(spec))
+                if on_shard:
+                    on_shard(len(results), len(specs))
+        else:
+            ctx = multiprocessing.get_context("spawn")  # fork after torch threads can deadlock
+            with ctx.Pool(min(workers, len(specs)), initializer=_worker_init) as pool:
+                for res in pool.imap(_write_shard, specs):
+                    results.append(res)
+                    if on_shard:
+                        on_shard(len(results), len(specs))
+        _publish(out, staging, params, [r[0] for r in results], [c for r in results for c in r[1]])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return True
+
+
+def _publish(out: Path, staging: Path, params: dict[str, int], shards: list, labels: list) -> None:
+    """Replace whatever ``out`` held by the staged shards; the manifest goes last."""
+    (out / common.MANIFEST_NAME).unlink(missing_ok=True)  # the old dataset is invalid from here
+    for p in out.iterdir():
+        if _SHARD_RE.match(p.name):
+            p.unlink()
+    for shard in shards:
+        os.replace(staging / shard["name"], out / shard["name"])
+    manifest = {
+        "format": {"name": common.FORMAT_NAME, "version": common.FORMAT_VERSION},
+        "generator": {"name": GENERATOR_NAME, "version": GENERATOR_VERSION, "params": params},
+        "seed": params["seed"],
+        "num_samples": params["num_samples"],
+        "resolution": params["resolution"],
+        "num_classes": len(CLASS_NAMES),
+        "class_names": list(CLASS_NAMES),
+        "class_counts": np.bincount(labels, minlength=len(CLASS_NAMES)).tolist(),
+        "keys": KEYS,
+        "shards": shards,
+        "depth": common.DEPTH_DESCRIPTION,
+        "embedding_dim": None,
+        "camera": {"near": NEAR, "far": FAR, "fields": list(CAMERA_FIELDS)},
+    }
+    common.write_manifest(out, manifest)
+
+
+def ensure_synthetic_dataset(
+    path: str | os.PathLike,
+    num_samples: int = DEFAULT_NUM_SAMPLES,
+    resolution: int = DEFAULT_RESOLUTION,
+    seed: int = 0,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    workers: int = 1,
+) -> Path:
+    """Make sure ``path`` holds this synthetic dataset (generate it once, then reuse it).
+
+    For the training entry point; call it on one process only (e.g. ``prepare_data``).
+    Raises ``FileExistsError`` if ``path`` holds something else.
+    """
+    generate_dataset(path, num_samples, resolution, seed, shard_size, workers, overwrite=False)
+    return Path(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep.synthetic",
+        description="Generate the embedded synthetic 3D dataset (WebDataset shards + manifest).",
+    )
+    parser.add_argument("--out", required=True, help="output folder (created if missing)")
+    parser.add_argument("--num-samples", type=int, default=DEFAULT_NUM_SAMPLES)
+    parser.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE)
+    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    total = math.ceil(args.num_samples / args.shard_size)
+
+    def progress(done: int, _: int) -> None:
+        print(f"\rshards {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    try:
+        written = generate_dataset(
+            args.out, args.num_samples, args.resolution, args.seed, args.shard_size,
+            args.workers, args.overwrite, on_shard=progress,
+        )  # fmt: skip
+    except (FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if not written:
+        print(f"{args.out} already holds this dataset (identical parameters): reusing it.")
+    else:
+        dt = time.perf_counter() - t0
+        print(f"\nwrote {args.num_samples} samples in {total} shards to {args.out} in {dt:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

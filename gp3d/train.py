@@ -1,0 +1,91 @@
+"""Training entry point: ``python -m gp3d.train [experiment=...] [overrides...]``.
+
+Composes conf/train.yaml, prepares the embedded synthetic dataset if the config asks for it,
+checks the config against the dataset manifest, then builds datamodule, model, callbacks,
+loggers and trainer from ``_target_`` nodes and fits.
+"""
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from gp3d.utils.env import configure_wandb_mode
+from gp3d.utils.instantiate import instantiate_list
+
+log = logging.getLogger("gp3d.train")
+
+
+class ConfigError(ValueError):
+    """The composed config contradicts itself or the dataset."""
+
+
+def prepare_data(cfg: DictConfig) -> None:
+    """Generate the embedded synthetic dataset on first use (idempotent)."""
+    syn = cfg.get("synthetic")
+    if syn and syn.get("generate", False):
+        from data_prep.synthetic import ensure_synthetic_dataset
+
+        ensure_synthetic_dataset(cfg.data.path, num_samples=syn.num_samples,
+                                 resolution=cfg.data.resolution, seed=syn.seed)
+
+
+def resolve_against_data(cfg: DictConfig, datamodule) -> None:
+    """Fill ``model.c_dim: auto`` from the manifest and reject contradictions early."""
+    num_classes = datamodule.num_classes
+    with open_dict(cfg):
+        c_dim = cfg.model.c_dim
+        if c_dim == "auto":
+            cfg.model.c_dim = num_classes if num_classes > 1 else 0
+        elif int(c_dim) not in (0, num_classes):
+            raise ConfigError(
+                f"model.c_dim={c_dim} but the dataset at {cfg.data.path} has {num_classes} classes; "
+                f"use model.c_dim={num_classes} (conditional), 0 (unconditional) or auto"
+            )
+    kd_on = cfg.model.get("kd_dim", 0) > 0
+    if kd_on and not cfg.data.get("use_embeddings", False):
+        raise ConfigError(
+            "knowledge distillation is on (model.kd_dim > 0) but data.use_embeddings=false; "
+            "set data.use_embeddings=true, or turn KD off with model.kd_dim=0"
+        )
+
+
+def train(cfg: DictConfig) -> dict:
+    configure_wandb_mode()
+    L.seed_everything(cfg.seed, workers=True)
+    prepare_data(cfg)
+    datamodule = instantiate(cfg.data)
+    resolve_against_data(cfg, datamodule)
+    model = instantiate(cfg.model.module)
+    callbacks = instantiate_list(cfg.get("callbacks"))
+    loggers = instantiate_list(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    n_params = {name: sum(p.numel() for p in m.parameters()) for name, m in (("G", model.G), ("D", model.D))}
+    log.info("parameters: G %.2fM, D %.2fM; output dir %s", n_params["G"] / 1e6, n_params["D"] / 1e6,
+             trainer.default_root_dir)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    finally:
+        if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+            import wandb
+
+            wandb.finish()
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return {"metrics": metrics, "model": model, "trainer": trainer}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    if HydraConfig.initialized():
+        log.info("run dir: %s", Path(HydraConfig.get().runtime.output_dir))
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

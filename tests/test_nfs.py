@@ -1,0 +1,33 @@
+import math
+
+import pytest
+import torch
+
+from gp3d.metrics.nfs import mean_non_flatness_score, non_flatness_score
+
+NEAR, FAR = 0.75, 1.25
+
+
+def test_constant_depth_is_one():
+    depth = torch.full((3, 1, 16, 16), 1.0)
+    torch.testing.assert_close(non_flatness_score(depth, NEAR, FAR), torch.ones(3))
+
+
+def test_even_spread_over_all_bins_is_num_bins():
+    centres = NEAR + (torch.arange(64) + 0.5) * (FAR - NEAR) / 64
+    depth = centres.repeat(4).reshape(1, 16, 16)  # 4 pixels in each of the 64 bins, [B, H, W]
+    assert non_flatness_score(depth, NEAR, FAR).item() == pytest.approx(64.0, abs=1e-3)
+
+
+def test_clamping_range_and_mean():
+    flat = torch.full((1, 1, 8, 8), 5.0)  # beyond far: clamped into the last bin
+    two = torch.cat([torch.full((1, 1, 8, 4), NEAR), torch.full((1, 1, 8, 4), FAR)], dim=3)
+    scores = non_flatness_score(torch.cat([flat, two]), NEAR, FAR)
+    torch.testing.assert_close(scores, torch.tensor([1.0, 2.0]))
+    noise = NEAR + (FAR - NEAR) * torch.rand(
+        5, 1, 32, 32, generator=torch.Generator().manual_seed(0)
+    )
+    s = non_flatness_score(noise, NEAR, FAR, num_bins=16)
+    assert torch.all(s >= 1) and torch.all(s <= 16)
+    assert mean_non_flatness_score(noise, NEAR, FAR, 16) == pytest.approx(s.mean().item())
+    assert math.isfinite(mean_non_flatness_score(noise, NEAR, FAR))
