@@ -1,0 +1,1 @@
+"""Offline data preparation: WebDataset shards + manifest (format in data_prep/common.py)."""

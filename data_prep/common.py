@@ -39,6 +39,7 @@ same for the manifest. Readers use only the shards listed in the manifest, so st
 are ignored.
 """
 
+import contextlib
 import hashlib
 import io
 import json
@@ -140,7 +141,7 @@ class AtomicShardWriter:
         self.tmp = temp_path(self.path)
         self.num_samples = 0
         self._file = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit()/abort()
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
 
     def write(self, sample: dict[str, Any]) -> None:
         """Add one sample: ``{"__key__": str, ext: bytes | str, ...}``."""
@@ -173,10 +174,8 @@ class AtomicShardWriter:
     def abort(self) -> None:
         """Close and delete the temp file (safe to call more than once)."""
         for closable in (self._tar, self._file):
-            try:
+            with contextlib.suppress(Exception):  # a broken stream may fail to close; clean up
                 closable.close()
-            except Exception:  # the tar may fail to close on a broken stream; still clean up
-                pass
         self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "AtomicShardWriter":
@@ -227,7 +226,9 @@ def validate_manifest(manifest: dict[str, Any], folder: Path | None = None) -> N
         )
     keys = set(manifest["keys"])
     if not keys & set(IMAGE_KEYS) or "depth.png" not in keys:
-        raise DatasetFormatError(f"manifest{where}: keys {sorted(keys)} need an image and depth.png")
+        raise DatasetFormatError(
+            f"manifest{where}: keys {sorted(keys)} need an image and depth.png"
+        )
     if sum(s["num_samples"] for s in manifest["shards"]) != manifest["num_samples"]:
         raise DatasetFormatError(f"manifest{where}: shard sample counts do not add up")
     if len(manifest["class_counts"]) != manifest["num_classes"]:

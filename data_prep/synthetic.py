@@ -235,14 +235,16 @@ def ensure_synthetic_dataset(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m data_prep.synthetic",
-        description="Generate the embedded synthetic 3D dataset (WebDataset shards + manifest).",
+        description="Generate the embedded synthetic 3D dataset (WebDataset shards + manifest). "
+        "Re-running with identical parameters reuses the existing dataset.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
-    parser.add_argument("--num-samples", type=int, default=DEFAULT_NUM_SAMPLES)
-    parser.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE)
-    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    parser.add_argument("--num-samples", type=int, default=DEFAULT_NUM_SAMPLES, help="images")
+    parser.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, help="pixels")
+    parser.add_argument("--seed", type=int, default=0, help="the dataset is a function of it")
+    parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="per tar")
+    parser.add_argument("--workers", type=int, default=1, help="processes (same output)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()

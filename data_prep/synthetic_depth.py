@@ -38,13 +38,14 @@ def simulate_monocular_depth(
     generator: torch.Generator,
     near: float = 0.75,
     far: float = 1.25,
-    noise_std: float = 0.01,
-    blur_sigma: float = 0.8,
+    noise_std: float = 0.005,
+    field_amplitude: tuple[float, float] = (0.005, 0.02),
+    blur_sigma: float = 0.6,
 ) -> torch.Tensor:
     """Distort metric depth ``[B, 1, H, W]`` (CPU) into a relative estimate in (0, 1].
 
     Steps: normalise to [0, 1] over [near, far]; a random monotone curve per image; a smooth
-    low-frequency error field (amplitude 0.01-0.04) and pixel noise; a Gaussian blur (estimators
+    low-frequency error field (amplitude 0.005-0.02) and pixel noise; a Gaussian blur (estimators
     are soft at edges); per-image min/max normalisation onto [shift, 1] with a random
     shift in [0.1, 0.5] (relative depth has no known offset). Larger means farther and the
     per-image maximum is exactly 1, ready for ``common.encode_relative_depth``.
@@ -54,7 +55,7 @@ def simulate_monocular_depth(
     x = ((depth.float() - near) / (far - near)).clamp(0, 1)
     y = _random_monotone_curve(x, g)
     field = F.interpolate(torch.randn(b, 1, 4, 4, generator=g), size=(h, w), mode="bicubic")
-    amp = torch.empty(b, 1, 1, 1).uniform_(0.01, 0.04, generator=g)
+    amp = torch.empty(b, 1, 1, 1).uniform_(*field_amplitude, generator=g)
     y = y + amp * field + noise_std * torch.randn(b, 1, h, w, generator=g)
     y = _gaussian_blur(y, blur_sigma)
     lo = y.amin(dim=(1, 2, 3), keepdim=True)

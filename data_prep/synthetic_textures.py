@@ -20,7 +20,9 @@ def _stripes(p, f, a, ph):
 
 
 def _checker(p, f, a, ph):
-    q = torch.sin(_TAU * f[:, None] * p + ph[:, None]).prod(-1)  # the sign alternates like a 3D checker
+    q = torch.sin(_TAU * f[:, None] * p + ph[:, None]).prod(
+        -1
+    )  # the sign alternates like a 3D checker
     return torch.sigmoid(40 * q)
 
 

@@ -72,7 +72,11 @@ class GP3DLitModule(LightningModule):
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
-        self.save_hyperparameters(ignore=["generator", "discriminator", "camera_loss"], logger=False)
+        # Only plain values go into the checkpoint (it must load with torch.load(weights_only=True)).
+        self.save_hyperparameters(
+            ignore=["generator", "discriminator", "camera_loss", "g_optimizer", "d_optimizer"], logger=False
+        )
+        self.model_config: dict | None = None  # resolved model config, set by the entry point
         self.G, self.D = generator, discriminator
         self.G_ema = make_ema_copy(generator)
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
@@ -225,6 +229,10 @@ class GP3DLitModule(LightningModule):
                                             self.hparams.r1_interval)
         opt_d = self.d_optimizer(params=self.D.parameters(), lr=lr, betas=betas)
         return [opt_g, opt_d]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.model_config is not None:  # lets tools rebuild the networks without Hydra
+            checkpoint["gp3d_model_config"] = self.model_config
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, c: torch.Tensor | None = None, **kwargs):

@@ -6,6 +6,8 @@ loggers and trainer from ``_target_`` nodes and fits.
 """
 
 import logging
+import os
+import time
 from pathlib import Path
 
 import hydra
@@ -24,14 +26,25 @@ class ConfigError(ValueError):
     """The composed config contradicts itself or the dataset."""
 
 
-def prepare_data(cfg: DictConfig) -> None:
-    """Generate the embedded synthetic dataset on first use (idempotent)."""
-    syn = cfg.get("synthetic")
-    if syn and syn.get("generate", False):
+def prepare_data(cfg: DictConfig) -> DictConfig:
+    """Generate the embedded synthetic dataset on first use (idempotent) when the data config
+    has a ``synthetic`` section; returns the data config without it, ready to instantiate."""
+    data_cfg = cfg.data.copy()
+    with open_dict(data_cfg):
+        syn = data_cfg.pop("synthetic", None)
+    if syn is None:
+        return data_cfg
+    manifest = Path(data_cfg.path) / "manifest.json"
+    if os.environ.get("LOCAL_RANK", "0") == "0" and int(os.environ.get("NODE_RANK", "0")) == 0:
         from data_prep.synthetic import ensure_synthetic_dataset
 
-        ensure_synthetic_dataset(cfg.data.path, num_samples=syn.num_samples,
-                                 resolution=cfg.data.resolution, seed=syn.seed)
+        ensure_synthetic_dataset(data_cfg.path, num_samples=syn.num_samples,
+                                 resolution=data_cfg.resolution, seed=syn.seed)
+    else:  # other DDP processes wait for rank 0 (the manifest is written last, atomically)
+        deadline = time.time() + 1800
+        while not manifest.exists() and time.time() < deadline:
+            time.sleep(2)
+    return data_cfg
 
 
 def resolve_against_data(cfg: DictConfig, datamodule) -> None:
@@ -57,10 +70,10 @@ def resolve_against_data(cfg: DictConfig, datamodule) -> None:
 def train(cfg: DictConfig) -> dict:
     configure_wandb_mode()
     L.seed_everything(cfg.seed, workers=True)
-    prepare_data(cfg)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(prepare_data(cfg))
     resolve_against_data(cfg, datamodule)
-    model = instantiate(cfg.model.module)
+    model = instantiate(cfg.model.module, _convert_="all")
+    model.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     callbacks = instantiate_list(cfg.get("callbacks"))
     loggers = instantiate_list(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

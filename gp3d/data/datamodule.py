@@ -1,0 +1,160 @@
+"""LightningDataModule streaming gp3d WebDataset shards (format: ``data_prep/common.py``).
+
+Progress is counted in images (spec 7.3), so an "epoch" is ``epoch_images`` images:
+``ceil(epoch_images / batch_size)`` steps, each taking ``batch_size / world_size`` images on
+every rank. Shards are drawn with replacement, like the original's infinite sampler.
+"""
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from data_prep.common import DatasetFormatError, read_manifest, shard_paths
+from gp3d.data.shards import make_pipeline
+
+
+class GP3DDataModule(L.LightningDataModule):
+    """Real-data batches (``gp3d.types.Batch``) for GAN training.
+
+    Args:
+        path: dataset folder holding ``manifest.json`` and its tar shards.
+        batch_size: GLOBAL batch size; each device gets ``batch_size // world_size``.
+        num_workers: DataLoader workers per device (0 reads in the main process).
+        shuffle_buffer: samples held by each worker's shuffle buffer.
+        epoch_images: images per epoch, summed over devices (rounded up to whole steps).
+        xflip: mirror image and depth together with p = 0.5 (spec 5.1).
+        use_embeddings: also yield the teacher embeddings (``emb.npy``) for distillation.
+        resolution: expected image resolution; None accepts the dataset's.
+        seed: seed of shard sampling, shuffling and flips.
+        pin_memory: pin batches in page-locked memory (for GPU training).
+        create_hint: how users of this project create data, shown in errors.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        batch_size: int,
+        num_workers: int = 2,
+        shuffle_buffer: int = 1000,
+        epoch_images: int = 10_000,
+        xflip: bool = True,
+        use_embeddings: bool = False,
+        resolution: int | None = None,
+        seed: int = 0,
+        pin_memory: bool = False,
+        create_hint: str = "make data",
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or epoch_images < 1 or num_workers < 0 or shuffle_buffer < 1:
+            raise ValueError(
+                "need batch_size >= 1, epoch_images >= 1, num_workers >= 0, shuffle_buffer >= 1"
+            )
+        self.path = str(path)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.shuffle_buffer = shuffle_buffer
+        self.epoch_images = epoch_images
+        self.xflip = xflip
+        self.use_embeddings = use_embeddings
+        self.requested_resolution = resolution
+        self.seed = seed
+        self.pin_memory = pin_memory
+        self.create_hint = create_hint
+        self.rank, self.world_size = 0, 1
+        self._manifest: dict[str, Any] | None = None
+
+    # -- dataset metadata (read lazily so a config can be built before the data exists) --------
+    @property
+    def manifest(self) -> dict[str, Any]:
+        if self._manifest is None:
+            manifest = read_manifest(self.path, create_hint=self.create_hint)
+            self._check(manifest)
+            self._manifest = manifest
+        return self._manifest
+
+    def _check(self, manifest: dict[str, Any]) -> None:
+        res = manifest["resolution"]
+        if self.requested_resolution is not None and res != self.requested_resolution:
+            raise DatasetFormatError(
+                f"Dataset {self.path} has resolution {res} but the config asks for "
+                f"{self.requested_resolution}: set data.resolution={res} (or null), or point "
+                f"data.path at a {self.requested_resolution}px dataset (e.g. `python -m "
+                f"data_prep.synthetic --out <dir> --resolution {self.requested_resolution}`)."
+            )
+        if self.use_embeddings and "emb.npy" not in manifest["keys"]:
+            raise DatasetFormatError(
+                f"use_embeddings=True but the shards in {self.path} have no 'emb.npy' teacher "
+                "embeddings (keys: " + ", ".join(manifest["keys"]) + "). Add them with the "
+                "embedding step (`python -m data_prep.extract_embeddings`), or set "
+                "data.use_embeddings=false and turn the distillation loss off."
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.manifest["num_classes"])
+
+    @property
+    def resolution(self) -> int:
+        return int(self.manifest["resolution"])
+
+    @property
+    def embedding_dim(self) -> int | None:
+        return self.manifest["embedding_dim"]
+
+    @property
+    def per_device_batch_size(self) -> int:
+        return self.batch_size // self.world_size
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Steps per epoch; every rank yields this many batches."""
+        return max(1, math.ceil(self.epoch_images / self.batch_size))
+
+    # -- Lightning hooks ----------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        trainer = self.trainer
+        if trainer is not None:
+            self.rank, self.world_size = trainer.global_rank, trainer.world_size
+        if self.batch_size % self.world_size != 0:
+            raise ValueError(
+                f"batch_size={self.batch_size} is the global batch and must be divisible by the "
+                f"world size ({self.world_size} devices)"
+            )
+        self.manifest  # noqa: B018 - validate early, on every rank
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = make_pipeline(
+            shard_paths(self.path, self.manifest),
+            resolution=self.resolution,
+            per_device_batch=self.per_device_batch_size,
+            num_batches=self.batches_per_epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+            shuffle_buffer=self.shuffle_buffer,
+            xflip=self.xflip,
+            use_embeddings=self.use_embeddings,
+            seed=self.seed,
+        )
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=None,  # the pipeline batches (and drops partial batches) itself
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=workers > 0,  # keeps per-pass RNG state: new draws every epoch
+            prefetch_factor=2 if workers > 0 else None,
+        )
+
+    # -- labels for fakes ---------------------------------------------------------------------
+    def sample_labels(
+        self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
+        """``n`` class labels drawn like the labels of random dataset items (spec 1.5)."""
+        counts = torch.tensor(self.manifest["class_counts"], dtype=torch.float64)
+        if counts.sum() <= 0:  # unlabelled data: every item has class 0
+            return torch.zeros(n, dtype=torch.int64, device=device)
+        labels = torch.multinomial(counts, n, replacement=True, generator=generator)
+        return labels.to(device)
