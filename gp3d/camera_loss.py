@@ -48,7 +48,11 @@ class CameraLoss:
     @staticmethod
     def _draw(G, n: int, device):
         z = torch.randn(n, G.z_dim, device=device)
-        c = F.one_hot(torch.randint(G.c_dim, (n,), device=device), G.c_dim).float() if G.c_dim > 0 else None
+        c = (
+            F.one_hot(torch.randint(G.c_dim, (n,), device=device), G.c_dim).float()
+            if G.c_dim > 0
+            else None
+        )
         return G.camera_prior.sample(n, device=device), z, c
 
     def __call__(self, G, kimg: float, device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

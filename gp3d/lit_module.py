@@ -74,7 +74,8 @@ class GP3DLitModule(LightningModule):
         self.automatic_optimization = False
         # Only plain values go into the checkpoint (it must load with torch.load(weights_only=True)).
         self.save_hyperparameters(
-            ignore=["generator", "discriminator", "camera_loss", "g_optimizer", "d_optimizer"], logger=False
+            ignore=["generator", "discriminator", "camera_loss", "g_optimizer", "d_optimizer"],
+            logger=False,
         )
         self.model_config: dict | None = None  # resolved model config, set by the entry point
         self.G, self.D = generator, discriminator
@@ -83,7 +84,9 @@ class GP3DLitModule(LightningModule):
         self.camera_loss = camera_loss
         res = generator.img_resolution
         self.patch_min_scale = patch_min_scale or patch_resolution / res
-        self.r1_gamma = r1_gamma if r1_gamma is not None else schedules.r1_gamma_auto(res, batch_size)
+        self.r1_gamma = (
+            r1_gamma if r1_gamma is not None else schedules.r1_gamma_auto(res, batch_size)
+        )
         self.ema_kimg = ema_kimg if ema_kimg is not None else batch_size * 0.3125
         if use_depth != (discriminator.in_channels == 4):
             raise ValueError(
@@ -120,15 +123,23 @@ class GP3DLitModule(LightningModule):
     def _patches(self, batch_size: int, beta: float) -> PatchParams:
         return sample_patch_params(batch_size, self.patch_min_scale, 1.0, beta, device=self.device)
 
-    def _fake(self, batch: Batch, sched, update_emas: bool) -> tuple[torch.Tensor, PatchParams, torch.Tensor | None]:
+    def _fake(
+        self, batch: Batch, sched, update_emas: bool
+    ) -> tuple[torch.Tensor, PatchParams, torch.Tensor | None]:
         """Render a fake patch batch as D input; labels follow the data (a shuffled real batch)."""
         b = batch.image.shape[0]
         z = torch.randn(b, self.G.z_dim, device=self.device)
         c = self.onehot(batch.label[torch.randperm(b, device=self.device)])
         patch = self._patches(b, sched["patch_beta"])
-        out = self.G(z, c, patch=patch, resolution=self.hparams.patch_resolution,
-                     density_noise_std=sched["nerf_noise"], update_emas=update_emas,
-                     adapt_depth=self.hparams.use_depth)
+        out = self.G(
+            z,
+            c,
+            patch=patch,
+            resolution=self.hparams.patch_resolution,
+            density_noise_std=sched["nerf_noise"],
+            update_emas=update_emas,
+            adapt_depth=self.hparams.use_depth,
+        )
         x = torch.cat([out.rgb, out.depth_adapted], 1) if self.hparams.use_depth else out.rgb
         return x, patch, c
 
@@ -174,11 +185,18 @@ class GP3DLitModule(LightningModule):
         real, patch_r = self._real(batch, sched)
         logits_r, kd_pred = self._run_d(real, patch_r, self.onehot(batch.label), sched)
         loss = discriminator_loss(logits_r, logits_f)
-        logs.update({"train/loss_D": loss.detach(), "train/logits_real": logits_r.detach().mean(),
-                     "train/logits_fake": logits_f.detach().mean()})
+        logs.update(
+            {
+                "train/loss_D": loss.detach(),
+                "train/logits_real": logits_r.detach().mean(),
+                "train/logits_fake": logits_f.detach().mean(),
+            }
+        )
         if kd_pred is not None and sched["kd_weight"] > 0:
             if batch.embedding is None:
-                raise RuntimeError("KD is on but the batch has no teacher embeddings (data.use_embeddings)")
+                raise RuntimeError(
+                    "KD is on but the batch has no teacher embeddings (data.use_embeddings)"
+                )
             kd = distillation_loss(kd_pred, batch.embedding, patch_r.scale, self.hparams.kd_squared)
             loss = loss + sched["kd_weight"] * kd
             logs["train/kd"] = kd.detach()
@@ -213,10 +231,18 @@ class GP3DLitModule(LightningModule):
         global_batch = batch.image.shape[0] * self.trainer.world_size
         self.nimg += global_batch
         self.iteration += 1
-        ema_update(self.G_ema, self.G, schedules.ema_beta(self.nimg.item(), global_batch, self.ema_kimg, self.hparams.ema_rampup))
+        ema_update(
+            self.G_ema,
+            self.G,
+            schedules.ema_beta(
+                self.nimg.item(), global_batch, self.ema_kimg, self.hparams.ema_rampup
+            ),
+        )
         self.log("kimg", self.kimg, prog_bar=True, rank_zero_only=True)
         self.log_dict({k: v for k, v in logs.items()}, prog_bar=False, sync_dist=False)
-        self.log_dict({"progress/kimg": self.kimg, **{f"schedule/{k}": v for k, v in sched.items()}})
+        self.log_dict(
+            {"progress/kimg": self.kimg, **{f"schedule/{k}": v for k, v in sched.items()}}
+        )
         self.log("G", logs["train/loss_G"], prog_bar=True)
         self.log("D", logs["train/loss_D"], prog_bar=True)
         if self.nimg.item() >= self.hparams.total_kimg * 1000:
@@ -225,8 +251,9 @@ class GP3DLitModule(LightningModule):
     def configure_optimizers(self):
         opt_g = self.g_optimizer(params=self.G.parameters())
         base = getattr(self.d_optimizer, "keywords", {})
-        lr, betas = schedules.lazy_reg_adam(base.get("lr", 0.002), tuple(base.get("betas", (0.0, 0.99))),
-                                            self.hparams.r1_interval)
+        lr, betas = schedules.lazy_reg_adam(
+            base.get("lr", 0.002), tuple(base.get("betas", (0.0, 0.99))), self.hparams.r1_interval
+        )
         opt_d = self.d_optimizer(params=self.D.parameters(), lr=lr, betas=betas)
         return [opt_g, opt_d]
 

@@ -9,7 +9,9 @@ def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake_logits).mean()
 
 
-def discriminator_loss(real_logits: torch.Tensor | None, fake_logits: torch.Tensor | None) -> torch.Tensor:
+def discriminator_loss(
+    real_logits: torch.Tensor | None, fake_logits: torch.Tensor | None
+) -> torch.Tensor:
     """Logistic D loss: mean softplus(D(fake)) + mean softplus(-D(real)); either side may be None."""
     loss = torch.zeros(())
     if fake_logits is not None:
@@ -26,7 +28,10 @@ def r1_penalty(real_logits: torch.Tensor, real_inputs: torch.Tensor, gamma: floa
 
 
 def distillation_loss(
-    predicted: torch.Tensor, target: torch.Tensor, patch_scale: torch.Tensor | None = None, squared: bool = False
+    predicted: torch.Tensor,
+    target: torch.Tensor,
+    patch_scale: torch.Tensor | None = None,
+    squared: bool = False,
 ) -> torch.Tensor:
     """Knowledge distillation of teacher features (spec 6.5, P3).
 

@@ -21,7 +21,9 @@ def nerf_noise_std(kimg: float, init_std: float = 1.0, fade_kimg: float = 5000.0
     return linear_schedule(kimg, init_std, 0.0, fade_kimg)
 
 
-def patch_beta(kimg: float, start: float = 0.001, end: float = 0.8, anneal_kimg: float = 10_000) -> float:
+def patch_beta(
+    kimg: float, start: float = 0.001, end: float = 0.8, anneal_kimg: float = 10_000
+) -> float:
     """Beta(1, beta) parameter of the patch-scale distribution: 0.001 -> 0.8 over 10k kimg."""
     return linear_schedule(kimg, start, end, anneal_kimg)
 
@@ -46,7 +48,9 @@ def r1_gamma_auto(resolution: int, batch_size: int) -> float:
     return 0.0002 * resolution**2 / batch_size
 
 
-def lazy_reg_adam(lr: float, betas: tuple[float, float], interval: int) -> tuple[float, tuple[float, float]]:
+def lazy_reg_adam(
+    lr: float, betas: tuple[float, float], interval: int
+) -> tuple[float, tuple[float, float]]:
     """Learning rate and betas corrected for a lazy regulariser every ``interval`` steps."""
     ratio = interval / (interval + 1)
     return lr * ratio, (betas[0] ** ratio, betas[1] ** ratio)

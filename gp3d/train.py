@@ -38,8 +38,12 @@ def prepare_data(cfg: DictConfig) -> DictConfig:
     if os.environ.get("LOCAL_RANK", "0") == "0" and int(os.environ.get("NODE_RANK", "0")) == 0:
         from data_prep.synthetic import ensure_synthetic_dataset
 
-        ensure_synthetic_dataset(data_cfg.path, num_samples=syn.num_samples,
-                                 resolution=data_cfg.resolution, seed=syn.seed)
+        ensure_synthetic_dataset(
+            data_cfg.path,
+            num_samples=syn.num_samples,
+            resolution=data_cfg.resolution,
+            seed=syn.seed,
+        )
     else:  # other DDP processes wait for rank 0 (the manifest is written last, atomically)
         deadline = time.time() + 1800
         while not manifest.exists() and time.time() < deadline:
@@ -79,9 +83,15 @@ def train(cfg: DictConfig) -> dict:
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    n_params = {name: sum(p.numel() for p in m.parameters()) for name, m in (("G", model.G), ("D", model.D))}
-    log.info("parameters: G %.2fM, D %.2fM; output dir %s", n_params["G"] / 1e6, n_params["D"] / 1e6,
-             trainer.default_root_dir)
+    n_params = {
+        name: sum(p.numel() for p in m.parameters()) for name, m in (("G", model.G), ("D", model.D))
+    }
+    log.info(
+        "parameters: G %.2fM, D %.2fM; output dir %s",
+        n_params["G"] / 1e6,
+        n_params["D"] / 1e6,
+        trainer.default_root_dir,
+    )
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     finally:

@@ -17,8 +17,13 @@ def mean_camera(prior, batch_size: int = 1, device: torch.device | str = "cpu") 
     return CameraParams.from_tensor(cam)
 
 
-def front_circle(base: CameraParams, num_frames: int = 32, yaw_amp: float = 0.5,
-                 pitch_amp: float = 0.3, fov_amp: float = 1.0) -> list[CameraParams]:
+def front_circle(
+    base: CameraParams,
+    num_frames: int = 32,
+    yaw_amp: float = 0.5,
+    pitch_amp: float = 0.3,
+    fov_amp: float = 1.0,
+) -> list[CameraParams]:
     """yaw + 0.5 sin(2 pi t), pitch + 0.3 cos(2 pi t), fov + 1.0 sin(2 pi t), t in [0, 1]."""
     frames = []
     for t in torch.linspace(0.0, 1.0, num_frames).tolist():

@@ -39,14 +39,18 @@ class CameraParams:
         return cls(**{k: x[:, i] for i, k in enumerate(CAMERA_FIELDS)})
 
     def to(self, *args, **kwargs) -> "CameraParams":
-        return CameraParams(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})
+        return CameraParams(
+            **{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)}
+        )
 
     def __getitem__(self, idx) -> "CameraParams":
         return CameraParams(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
     @staticmethod
     def cat(cams: "list[CameraParams]") -> "CameraParams":
-        return CameraParams(**{f.name: torch.cat([getattr(c, f.name) for c in cams]) for f in fields(CameraParams)})
+        return CameraParams(
+            **{f.name: torch.cat([getattr(c, f.name) for c in cams]) for f in fields(CameraParams)}
+        )
 
 
 @dataclass
@@ -70,7 +74,9 @@ class PatchParams:
 
     @staticmethod
     def full(batch_size: int, device: torch.device | str = "cpu") -> "PatchParams":
-        return PatchParams(torch.ones(batch_size, device=device), torch.zeros(batch_size, 2, device=device))
+        return PatchParams(
+            torch.ones(batch_size, device=device), torch.zeros(batch_size, 2, device=device)
+        )
 
 
 @dataclass

@@ -9,12 +9,14 @@ from omegaconf import DictConfig, open_dict
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 # Applied after any experiment so that every experiment runs on a 2-core CPU in seconds.
-TINY = [
+TINY_DATA = [
     "data.resolution=32",
     "data.batch_size=4",
     "data.num_workers=0",
     "data.epoch_images=64",
     "data.synthetic.num_samples=48",
+]
+TINY_MODEL = [
     "model.z_dim=16",
     "model.w_dim=16",
     "model.patch_resolution=16",
@@ -34,6 +36,7 @@ TINY = [
     "callbacks.samples.video_frames=3",
     "callbacks.samples.video_samples=1",
 ]
+TINY = TINY_DATA + TINY_MODEL
 
 
 def compose_train(overrides: list[str], output_dir: Path, data_dir: Path) -> DictConfig:

@@ -20,15 +20,22 @@ def random_cams(n: int, seed: int = 0) -> CameraParams:
     g = torch.Generator().manual_seed(seed)
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=g)  # noqa: E731
     return CameraParams(
-        yaw=u(-math.pi, math.pi), pitch=u(0.3, math.pi - 0.3), roll=torch.zeros(n),
-        radius=u(0.8, 1.2), fov=u(10, 60), la_yaw=u(-math.pi, math.pi),
-        la_pitch=u(0, math.pi), la_radius=u(0, 0.2),
+        yaw=u(-math.pi, math.pi),
+        pitch=u(0.3, math.pi - 0.3),
+        roll=torch.zeros(n),
+        radius=u(0.8, 1.2),
+        fov=u(10, 60),
+        la_yaw=u(-math.pi, math.pi),
+        la_pitch=u(0, math.pi),
+        la_radius=u(0, 0.2),
     )
 
 
 def canonical(n=1, fov=30.0):
     z = torch.zeros(n)
-    return CameraParams(z, torch.full((n,), math.pi / 2), z, torch.ones(n), torch.full((n,), fov), z, z, z)
+    return CameraParams(
+        z, torch.full((n,), math.pi / 2), z, torch.ones(n), torch.full((n,), fov), z, z, z
+    )
 
 
 def test_canonical_pose_is_identity_at_z1():
@@ -55,7 +62,9 @@ def test_cam2world_orthonormal_and_looks_at_target():
     to_target = torch.nn.functional.normalize(look_at_point(cams) - camera_origin(cams), dim=-1)
     assert torch.allclose(fwd, to_target, atol=1e-5)
     # The look-at point projects to the image centre.
-    assert torch.allclose(project_points(cams, look_at_point(cams)[:, None])[:, 0], torch.zeros(64, 2), atol=1e-4)
+    assert torch.allclose(
+        project_points(cams, look_at_point(cams)[:, None])[:, 0], torch.zeros(64, 2), atol=1e-4
+    )
 
 
 def test_rays_unit_length_and_pass_through_pixel_centres():
@@ -80,7 +89,9 @@ def test_fov_and_focal_agree(res):
     assert torch.allclose(angle, fov / 2, atol=1e-3)
     # pinhole: pixel offset (in pixels from the centre) = f * tan(angle)
     f = fov_to_focal(fov, res)
-    assert torch.allclose(f * torch.tan(torch.deg2rad(fov / 2)), torch.full((3,), (res - 1) / 2), atol=1e-3)
+    assert torch.allclose(
+        f * torch.tan(torch.deg2rad(fov / 2)), torch.full((3,), (res - 1) / 2), atol=1e-3
+    )
 
 
 def test_patch_grid_is_subwindow_with_bottom_origin():

@@ -21,19 +21,24 @@ RES = 24
 def cams(yaws, pitches, fov=32.0):
     n = len(yaws)
     z = torch.zeros(n)
-    return CameraParams(torch.tensor(yaws), torch.tensor(pitches), z, torch.ones(n),
-                        torch.full((n,), fov), z, z, z)
+    return CameraParams(
+        torch.tensor(yaws), torch.tensor(pitches), z, torch.ones(n), torch.full((n,), fov), z, z, z
+    )
 
 
 def test_free_triplanes_fit_scene_and_generalise_to_held_out_view():
     torch.manual_seed(0)
     scene = sample_scenes(3, [0])  # class 0
-    train_cams = cams([-0.9, -0.45, 0.0, 0.45, 0.9, -0.7, 0.0, 0.7, -0.2, 0.3],
-                      [1.57, 1.57, 1.57, 1.57, 1.57, 1.15, 1.15, 1.15, 1.95, 1.95])
+    train_cams = cams(
+        [-0.9, -0.45, 0.0, 0.45, 0.9, -0.7, 0.0, 0.7, -0.2, 0.3],
+        [1.57, 1.57, 1.57, 1.57, 1.57, 1.15, 1.15, 1.15, 1.95, 1.95],
+    )
     test_cams = cams([0.22, -0.6], [1.4, 1.75])
 
     def gt(c):
-        rep = type(scene)(**{k: v.expand(c.batch_size, *v.shape[1:]) for k, v in vars(scene).items()})
+        rep = type(scene)(
+            **{k: v.expand(c.batch_size, *v.shape[1:]) for k, v in vars(scene).items()}
+        )
         rgb, depth = render(rep, c, RES, background="plain")
         return rgb * 2 - 1, depth
 
@@ -73,7 +78,9 @@ def test_free_triplanes_fit_scene_and_generalise_to_held_out_view():
     mse = (rgb - rgb_te).square().mean()
     psnr = 10 * math.log10(4 / mse.item())  # images in [-1, 1]: peak-to-peak 2
     depth_err = (depth - depth_te).abs()[fg].mean()
-    print(f"held-out mse {mse:.4f} (init {start_err:.4f}) psnr {psnr:.1f} depth_err {depth_err:.4f}")
+    print(
+        f"held-out mse {mse:.4f} (init {start_err:.4f}) psnr {psnr:.1f} depth_err {depth_err:.4f}"
+    )
     assert mse < 0.15 * start_err, f"held-out RGB error {mse:.4f} vs {start_err:.4f} at init"
     assert psnr > 22.5, f"held-out PSNR {psnr:.1f} dB"
     assert depth_err < 0.03, f"held-out foreground depth error {depth_err:.4f}"

@@ -51,7 +51,9 @@ def test_schedule_endpoints_match_spec():
     assert schedules.patch_beta(0) == 0.001 and schedules.patch_beta(1e9) == 0.8
     assert math.isclose(schedules.r1_gamma_auto(256, 64), 0.2048)
     lr, betas = schedules.lazy_reg_adam(0.002, (0.0, 0.99), 16)
-    assert math.isclose(lr, 0.00188235, rel_tol=1e-5) and math.isclose(betas[1], 0.9905855, rel_tol=1e-6)
+    assert math.isclose(lr, 0.00188235, rel_tol=1e-5) and math.isclose(
+        betas[1], 0.9905855, rel_tol=1e-6
+    )
     assert math.isclose(schedules.ema_beta(10**9, 64, 20.0), 0.9977844, rel_tol=1e-6)
     assert schedules.ema_beta(6400, 64, 20.0) < schedules.ema_beta(64_000, 64, 20.0)  # ramp-up
 

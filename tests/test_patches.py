@@ -11,7 +11,9 @@ def test_patch_params_ranges_and_groups():
     p = sample_patch_params(16, min_scale=0.25, beta=0.8, group_size=4)
     assert ((p.scale >= 0.25) & (p.scale <= 1.0)).all()
     assert ((p.offset >= 0) & (p.offset <= (1 - p.scale)[:, None] + 1e-6)).all()
-    assert torch.equal(p.scale.view(4, 4), p.scale.view(4, 4)[:, :1].expand(4, 4))  # consecutive groups
+    assert torch.equal(
+        p.scale.view(4, 4), p.scale.view(4, 4)[:, :1].expand(4, 4)
+    )  # consecutive groups
 
 
 def test_patch_scale_mean_matches_spec_numbers():

@@ -56,7 +56,9 @@ def slab_field(depth_plane: float, color=(0.2, -0.4, 0.6)):
 
     def field(points):
         dist = 1.0 - points[..., 2:3]  # distance from the camera plane z=1 along -z
-        raw = torch.where(dist >= depth_plane, torch.full_like(dist, 200.0), torch.full_like(dist, -200.0))
+        raw = torch.where(
+            dist >= depth_plane, torch.full_like(dist, 200.0), torch.full_like(dist, -200.0)
+        )
         return col.expand(*points.shape[:-1], 3), raw
 
     return field

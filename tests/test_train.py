@@ -8,9 +8,11 @@ from hydra.errors import MissingConfigException
 from omegaconf import open_dict
 
 from gp3d.train import ConfigError, train
-from tests.helpers import TINY, compose_train
+from tests.helpers import TINY, TINY_MODEL, compose_train
 
-EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(
+    p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml")
+)
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +22,9 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_fast_dev_run_every_experiment(experiment, tmp_path, data_dir):
-    cfg = compose_train([f"experiment={experiment}", *TINY, "+trainer.fast_dev_run=true"], tmp_path, data_dir)
+    cfg = compose_train(
+        [f"experiment={experiment}", *TINY, "+trainer.fast_dev_run=true"], tmp_path, data_dir
+    )
     out = train(cfg)
     lit = out["model"]
     assert lit.nimg.item() == 4  # one batch of 4 images through G, D and R1
@@ -43,7 +47,9 @@ def test_smoke_run_leaves_checkpoints_samples_logs_and_resumes(tmp_path, data_di
 
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
     assert int(ckpt["state_dict"]["nimg"]) == 12
-    cfg2 = compose_train(["experiment=smoke", *TINY, "model.total_kimg=0.02"], tmp_path / "resume", data_dir)
+    cfg2 = compose_train(
+        ["experiment=smoke", *TINY, "model.total_kimg=0.02"], tmp_path / "resume", data_dir
+    )
     with open_dict(cfg2):
         cfg2.ckpt_path = str(last)
     out2 = train(cfg2)
@@ -54,8 +60,19 @@ def test_smoke_run_leaves_checkpoints_samples_logs_and_resumes(tmp_path, data_di
 
 
 def test_missing_dataset_path_names_path_and_command(tmp_path, data_dir):
-    cfg = compose_train(["experiment=smoke", *TINY, "data=shards", f"data.path={tmp_path / 'nope'}",
-                         "data.resolution=32", "data.use_embeddings=false"], tmp_path, data_dir)
+    cfg = compose_train(
+        [
+            "experiment=smoke",
+            "data=shards",
+            *TINY_MODEL,
+            f"data.path={tmp_path / 'nope'}",
+            "data.resolution=32",
+            "data.use_embeddings=false",
+            "data.batch_size=4",
+        ],
+        tmp_path,
+        data_dir,
+    )
     with pytest.raises(Exception) as err:
         train(cfg)
     msg = str(err.value)

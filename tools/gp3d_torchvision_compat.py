@@ -44,7 +44,7 @@ def apply(package_dir: str) -> bool:
     if _LIBRARY is not None:
         return False
     try:
-        torch.ops.torchvision.nms.default  # already declared by someone else
+        _ = torch.ops.torchvision.nms.default  # already declared by someone else
         return False
     except (AttributeError, RuntimeError):
         pass

@@ -18,7 +18,9 @@ CHECK = "import torchvision, lightning, timm, torchmetrics"
 
 def imports_ok() -> tuple[bool, str]:
     proc = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True)
-    return proc.returncode == 0, proc.stderr.strip().splitlines()[-1:] and proc.stderr.strip().splitlines()[-1]
+    return proc.returncode == 0, proc.stderr.strip().splitlines()[
+        -1:
+    ] and proc.stderr.strip().splitlines()[-1]
 
 
 def main() -> int:

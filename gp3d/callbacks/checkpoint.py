@@ -67,7 +67,9 @@ class KimgCheckpoint(Callback):
     def on_exception(self, trainer, pl_module, exception) -> None:
         if self.save_on_exception and int(pl_module.nimg.item()) > 0:
             path = self._save(trainer, pl_module, "last.ckpt")
-            rank_zero_info(f"training stopped ({type(exception).__name__}); saved {path} to resume from")
+            rank_zero_info(
+                f"training stopped ({type(exception).__name__}); saved {path} to resume from"
+            )
 
     def _prune(self, trainer: Trainer) -> None:
         if self.keep_last is None or trainer.global_rank != 0:

@@ -40,23 +40,36 @@ class SampleLogger(Callback):
     ) -> None:
         self.every_kimg, self.num_samples, self.views = every_kimg, num_samples, list(views)
         self.resolution, self.video_samples = resolution, video_samples
-        self.video_frames, self.fps, self.seed, self.at_train_end = video_frames, fps, seed, at_train_end
+        self.video_frames, self.fps, self.seed, self.at_train_end = (
+            video_frames,
+            fps,
+            seed,
+            at_train_end,
+        )
         self.last_paths: list[Path] = []
 
     def _latents(self, pl_module: LightningModule, n: int):
         gen = torch.Generator().manual_seed(self.seed)
         z = torch.randn(n, pl_module.G.z_dim, generator=gen).to(pl_module.device)
         c_dim = pl_module.G.c_dim
-        c = torch.eye(c_dim, device=pl_module.device)[torch.arange(n) % c_dim] if c_dim > 0 else None
+        c = (
+            torch.eye(c_dim, device=pl_module.device)[torch.arange(n) % c_dim]
+            if c_dim > 0
+            else None
+        )
         return z, c
 
     def _render(self, pl_module, z, c, cams, res):
         G = pl_module.G_ema
         rgbs, depths = [], []
         for cam in cams:
-            out = pl_module.sample(z, c, camera=cam, resolution=res, use_camera_generator=False, adapt_depth=False)
+            out = pl_module.sample(
+                z, c, camera=cam, resolution=res, use_camera_generator=False, adapt_depth=False
+            )
             rgbs.append(out.rgb)
-            depths.append(depth_to_image(out.depth, G.renderer.near, G.renderer.far).expand_as(out.rgb))
+            depths.append(
+                depth_to_image(out.depth, G.renderer.near, G.renderer.far).expand_as(out.rgb)
+            )
         return rgbs, depths
 
     @rank_zero_only
@@ -73,9 +86,15 @@ class SampleLogger(Callback):
         if self.video_frames > 0 and self.video_samples > 0:
             n = min(self.video_samples, self.num_samples)
             frames_rgb, frames_depth = self._render(
-                pl_module, z[:n], c[:n] if c is not None else None,
-                front_circle(base[:n], self.video_frames), res)
-            frames = [make_grid(torch.cat([r, d]), nrow=n) for r, d in zip(frames_rgb, frames_depth)]
+                pl_module,
+                z[:n],
+                c[:n] if c is not None else None,
+                front_circle(base[:n], self.video_frames),
+                res,
+            )
+            frames = [
+                make_grid(torch.cat([r, d]), nrow=n) for r, d in zip(frames_rgb, frames_depth)
+            ]
             paths.append(save_video(frames, out_dir / f"{tag}.mp4", fps=self.fps))
         pl_module.G_ema.train(was_training)
         self._log(trainer, paths)
@@ -89,9 +108,17 @@ class SampleLogger(Callback):
             import wandb
 
             for p in paths:
-                item = wandb.Image(str(p)) if p.suffix == ".png" else wandb.Video(str(p), format=p.suffix[1:])
-                logger.experiment.log({f"samples/{'grid' if p.suffix == '.png' else 'video'}": item,
-                                       "trainer/global_step": trainer.global_step})
+                item = (
+                    wandb.Image(str(p))
+                    if p.suffix == ".png"
+                    else wandb.Video(str(p), format=p.suffix[1:])
+                )
+                logger.experiment.log(
+                    {
+                        f"samples/{'grid' if p.suffix == '.png' else 'video'}": item,
+                        "trainer/global_step": trainer.global_step,
+                    }
+                )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.every_kimg <= 0 or getattr(trainer, "fast_dev_run", False):
@@ -104,4 +131,6 @@ class SampleLogger(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.at_train_end:
-            self.render_and_save(trainer, pl_module, f"kimg{int(pl_module.nimg.item()) // 1000:06d}_final")
+            self.render_and_save(
+                trainer, pl_module, f"kimg{int(pl_module.nimg.item()) // 1000:06d}_final"
+            )

@@ -20,7 +20,9 @@ from gp3d.types import CameraParams, PatchParams
 PITCH_EPS = 1e-5  # cam2world is degenerate at pitch 0 or pi (spec 3.3)
 
 
-def spherical_to_cartesian(yaw: torch.Tensor, pitch: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+def spherical_to_cartesian(
+    yaw: torch.Tensor, pitch: torch.Tensor, radius: torch.Tensor
+) -> torch.Tensor:
     """Spec 3.2 spherical convention. Inputs [...]; output [..., 3]."""
     return torch.stack(
         [

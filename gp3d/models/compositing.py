@@ -3,7 +3,9 @@
 import torch
 import torch.nn.functional as F
 
-INF_DELTA = 1e10  # the last sample absorbs all remaining transmittance: the far end is the background
+INF_DELTA = (
+    1e10  # the last sample absorbs all remaining transmittance: the far end is the background
+)
 
 
 def density_activation(raw: torch.Tensor, cut_quantile: float | None = None) -> torch.Tensor:

@@ -53,7 +53,13 @@ class Generator(nn.Module):
         self.z_dim, self.c_dim = mapping.z_dim, mapping.c_dim
 
     # --- building blocks -------------------------------------------------------------------
-    def map(self, z: torch.Tensor, c: torch.Tensor | None, truncation_psi: float = 1.0, update_emas: bool = False) -> torch.Tensor:
+    def map(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None,
+        truncation_psi: float = 1.0,
+        update_emas: bool = False,
+    ) -> torch.Tensor:
         """(z, c) -> ws [B, num_ws, w_dim]."""
         ws = self.mapping(z, c, truncation_psi=truncation_psi, update_emas=update_emas)
         if ws.dim() == 2:
@@ -72,8 +78,14 @@ class Generator(nn.Module):
         """Raw (pre-activation) density [B, M, 1] at world points [B, M, 3] (meshes, spec 8.3)."""
         return self.field(planes)(points)[1]
 
-    def cameras(self, z: torch.Tensor, c: torch.Tensor | None, prior: CameraParams | None = None,
-                use_camera_generator: bool = True, frontal: bool = False) -> CameraParams:
+    def cameras(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None,
+        prior: CameraParams | None = None,
+        use_camera_generator: bool = True,
+        frontal: bool = False,
+    ) -> CameraParams:
         """Prior sample (or the given prior cameras) passed through the camera generator if any."""
         if prior is None:
             prior = self.camera_prior.sample(z.shape[0], device=z.device, frontal=frontal)
@@ -104,10 +116,18 @@ class Generator(nn.Module):
         res = resolution or self.img_resolution
         origins, dirs = generate_rays(camera, res, patch)
         rgb, depth, opacity = self.renderer(
-            self.field(planes), origins, dirs, density_noise_std, cut_quantile, steps_multiplier, far
+            self.field(planes),
+            origins,
+            dirs,
+            density_noise_std,
+            cut_quantile,
+            steps_multiplier,
+            far,
         )
         to_img = lambda x: x.transpose(1, 2).reshape(x.shape[0], x.shape[2], res, res)  # noqa: E731
-        return RenderOutput(rgb=to_img(rgb), depth=to_img(depth), opacity=to_img(opacity), camera=camera)
+        return RenderOutput(
+            rgb=to_img(rgb), depth=to_img(depth), opacity=to_img(opacity), camera=camera
+        )
 
     def forward(
         self,

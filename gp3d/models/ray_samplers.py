@@ -6,7 +6,9 @@ Work happens in the normalised "s-space" [0, 1] with t = near + s (far - near) (
 import torch
 
 
-def stratified_samples(shape: tuple[int, ...], num_samples: int, device: torch.device | str = "cpu") -> torch.Tensor:
+def stratified_samples(
+    shape: tuple[int, ...], num_samples: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Jittered s-values, [*shape, num_samples], sorted, in [0, 1].
 
     Start from evenly spaced s = linspace(0, 1, N) and jitter each uniformly between the midpoints
@@ -43,5 +45,7 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, num_samples: int) -> t
         cdf_lo, cdf_hi = cdf.gather(-1, lo), cdf.gather(-1, hi)
         bin_lo, bin_hi = bins.gather(-1, lo), bins.gather(-1, hi)
         denom = cdf_hi - cdf_lo
-        frac = torch.where(denom < 1e-5, torch.zeros_like(denom), (u - cdf_lo) / denom.clamp_min(1e-5))
+        frac = torch.where(
+            denom < 1e-5, torch.zeros_like(denom), (u - cdf_lo) / denom.clamp_min(1e-5)
+        )
         return bin_lo + frac * (bin_hi - bin_lo)

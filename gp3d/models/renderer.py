@@ -56,8 +56,15 @@ class VolumeRenderer(nn.Module):
         n = origins.shape[1]
         chunk = self.chunk_rays if self.chunk_rays > 0 else n
         outs = [
-            self._render_chunk(field, origins[:, i : i + chunk], dirs[:, i : i + chunk], density_noise_std,
-                               cut_quantile, steps_multiplier, far if far is not None else self.far)
+            self._render_chunk(
+                field,
+                origins[:, i : i + chunk],
+                dirs[:, i : i + chunk],
+                density_noise_std,
+                cut_quantile,
+                steps_multiplier,
+                far if far is not None else self.far,
+            )
             for i in range(0, n, chunk)
         ]
         return tuple(torch.cat(parts, dim=1) for parts in zip(*outs))
@@ -86,12 +93,16 @@ class VolumeRenderer(nn.Module):
         _, _, _, weights = composite(rgb_c, sigma_c, t_coarse, deltas_t=deltas_ref)
         # Proposal pdf over the intervals between coarse midpoints, from weights[1:-1] (spec 2.4).
         mids = 0.5 * (s_coarse[..., 1:] + s_coarse[..., :-1])
-        s_fine = sample_pdf(mids, weights[..., 1:-1].detach() + 1e-5, self.num_fine * steps_multiplier)
+        s_fine = sample_pdf(
+            mids, weights[..., 1:-1].detach() + 1e-5, self.num_fine * steps_multiplier
+        )
         t_fine = near + s_fine * span
         rgb_f, raw_f = self._evaluate(field, origins, dirs, t_fine, noise_std)
 
         t_all, order = torch.sort(torch.cat([t_coarse, t_fine], dim=-1), dim=-1)
-        rgb_all = torch.cat([rgb_c, rgb_f], dim=-2).gather(-2, order[..., None].expand(-1, -1, -1, 3))
+        rgb_all = torch.cat([rgb_c, rgb_f], dim=-2).gather(
+            -2, order[..., None].expand(-1, -1, -1, 3)
+        )
         raw_all = torch.cat([raw_c, raw_f], dim=-2).gather(-2, order[..., None])
         sigma_all = density_activation(raw_all, cut_quantile)
         rgb, depth, opacity, _ = composite(rgb_all, sigma_all, t_all)

@@ -10,7 +10,9 @@ from gp3d.models.layers import FullyConnected
 PLANE_AXES = ((0, 1), (0, 2), (1, 2))
 
 
-def sample_triplanes(planes: torch.Tensor, points: torch.Tensor, cube_scale: float = 0.5) -> torch.Tensor:
+def sample_triplanes(
+    planes: torch.Tensor, points: torch.Tensor, cube_scale: float = 0.5
+) -> torch.Tensor:
     """Bilinearly sample and average tri-plane features at world points.
 
     Args:
@@ -48,7 +50,9 @@ class TriPlaneDecoder(nn.Module):
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         dims = [in_features] + [hidden_dim] * (num_layers - 1) + [4]
         layers = [
-            FullyConnected(dims[i], dims[i + 1], activation="lrelu" if i < num_layers - 1 else "linear")
+            FullyConnected(
+                dims[i], dims[i + 1], activation="lrelu" if i < num_layers - 1 else "linear"
+            )
             for i in range(num_layers)
         ]
         self.net = nn.Sequential(*layers)

@@ -10,4 +10,8 @@ def instantiate_list(cfg: DictConfig | None) -> list:
         return []
     if not isinstance(cfg, DictConfig):
         raise TypeError(f"expected a mapping of _target_ configs, got {type(cfg).__name__}")
-    return [instantiate(node) for node in cfg.values() if isinstance(node, DictConfig) and "_target_" in node]
+    return [
+        instantiate(node)
+        for node in cfg.values()
+        if isinstance(node, DictConfig) and "_target_" in node
+    ]

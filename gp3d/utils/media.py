@@ -25,7 +25,9 @@ def make_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor
     """[N, C, H, W] -> [C, rows*H, nrow*W] with ``padding`` pixels of -1 between cells."""
     n, c, h, w = images.shape
     rows = -(-n // nrow)
-    grid = images.new_full((c, rows * (h + padding) + padding, nrow * (w + padding) + padding), -1.0)
+    grid = images.new_full(
+        (c, rows * (h + padding) + padding, nrow * (w + padding) + padding), -1.0
+    )
     for i in range(n):
         r, col = divmod(i, nrow)
         y, x = padding + r * (h + padding), padding + col * (w + padding)
@@ -54,8 +56,15 @@ def save_video(frames: list[torch.Tensor], path: str | Path, fps: int = 25) -> P
 
             tmp = path.with_name(f".{path.stem}.tmp.mp4")
             # macro_block_size=1 keeps odd sizes; yuv420p for players that need it.
-            imageio.mimwrite(tmp, arrays, fps=fps, codec="libx264", quality=8, macro_block_size=1,
-                             pixelformat="yuv420p" if all(s % 2 == 0 for s in arrays[0].shape[:2]) else None)
+            imageio.mimwrite(
+                tmp,
+                arrays,
+                fps=fps,
+                codec="libx264",
+                quality=8,
+                macro_block_size=1,
+                pixelformat="yuv420p" if all(s % 2 == 0 for s in arrays[0].shape[:2]) else None,
+            )
             os.replace(tmp, path)
             return path
         except Exception:  # no ffmpeg: fall back to GIF next to the requested path
