@@ -35,6 +35,8 @@ TINY_MODEL = [
     "callbacks.samples.num_samples=2",
     "callbacks.samples.video_frames=3",
     "callbacks.samples.video_samples=1",
+    "callbacks.nfs.num_samples=2",
+    "callbacks.nfs.resolution=16",
 ]
 TINY = TINY_DATA + TINY_MODEL
 
