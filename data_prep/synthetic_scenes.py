@@ -6,6 +6,11 @@ Reusable API (also for tests that fit tri-planes to one scene):
 - :func:`sample_cameras` draws deliberately non-aligned "Ball-in-Sphere" cameras;
 - :func:`render` renders RGB in [0, 1] and metric depth in [near, far].
 
+A hand-placed scene is a sampled one with fields replaced, e.g. a unit-rotation sphere of radius
+0.2 at the origin: ``replace(sample_scenes(0, [0]), center=torch.zeros(1, 3),
+scale=torch.tensor([0.2]), rotation=torch.eye(3)[None])`` (class 0 is the sphere, whose radius is
+exactly ``scale``).
+
 Rendering uses the model's own rays (``gp3d.models.camera.generate_rays``: pixel centres at
 +-1, y up, looking down -z, fov = full angle; spec 2.1, 3.2, 3.3), so depth is the metric
 distance along each unit ray, exactly what the volume renderer outputs. Objects sit inside the
@@ -20,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from data_prep.synthetic_shapes import PARAM_DIM, SHAPE_CLASSES
-from data_prep.synthetic_textures import background_color, texture_weight
+from data_prep.synthetic_textures import PATTERNS, background_color, texture_weight
 from gp3d.models.camera import generate_rays
 from gp3d.types import CameraParams
 
@@ -61,8 +66,9 @@ class Scenes:
     def __getitem__(self, idx) -> "Scenes":
         return Scenes(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
-    def to(self, *args, **kwargs) -> "Scenes":
-        return Scenes(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})
+    def to(self, device: torch.device | str) -> "Scenes":
+        """Move to ``device`` (dtypes stay: float32 fields, int64 ids)."""
+        return Scenes(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
 def _as_generator(seed: int | torch.Generator) -> torch.Generator:
@@ -117,7 +123,7 @@ def sample_scenes(seed: int | torch.Generator, class_ids: torch.Tensor | list[in
         rotation=rot,
         color_a=_uniform(g, 0.05, 0.95, b, 3),
         color_b=_uniform(g, 0.05, 0.95, b, 3),
-        pattern=torch.randint(0, 6, (b,), generator=g),
+        pattern=torch.randint(0, len(PATTERNS), (b,), generator=g),
         pattern_freq=_uniform(g, 1.0, 4.0, b),
         pattern_axis=_unit(g, b),
         pattern_phase=_uniform(g, 0, 2 * math.pi, b),
@@ -212,6 +218,8 @@ def render(
     colours misses by a gradient + pattern over the ray direction; ``"plain"`` by
     ``plain_color``. Rows run top to bottom, columns left to right (pixel (0, 0) is top-left).
     """
+    if cams.batch_size != scenes.batch_size:
+        raise ValueError(f"{scenes.batch_size} scenes but {cams.batch_size} cameras")
     if background not in ("procedural", "plain"):
         raise ValueError(f"background must be 'procedural' or 'plain', got {background!r}")
     dev = scenes.center.device

@@ -21,7 +21,6 @@ reproducible for fixed (seed, world size, num_workers); with persistent workers 
 
 import io
 import random
-import warnings
 from collections.abc import Iterator
 from dataclasses import fields
 from itertools import islice
@@ -196,6 +195,21 @@ def collate(samples: list[dict[str, Any]]) -> PinnableBatch:
     )
 
 
+class EpochPipeline(wds.DataPipeline):
+    """A ``DataPipeline`` whose ``len()`` is the number of batches per pass.
+
+    (``DataPipeline.with_length`` creates an unpicklable dynamic class, which breaks DataLoader
+    workers under the spawn / forkserver start methods, e.g. inside ``ddp_spawn``.)
+    """
+
+    def __init__(self, *stages: Any, num_batches: int) -> None:
+        super().__init__(*stages)
+        self.num_batches = num_batches
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+
 def _same_stream_everywhere() -> int:
     return 0  # ResampledShards' worker seed: one stream, then split by node and worker
 
@@ -212,7 +226,7 @@ def make_pipeline(
     xflip: bool = True,
     use_embeddings: bool = False,
     seed: int = 0,
-) -> wds.DataPipeline:
+) -> EpochPipeline:
     """An IterableDataset yielding ``num_batches`` batches of ``per_device_batch`` per pass."""
     shards = wds.ResampledShards(
         urls, seed=seed, deterministic=True, worker_seed=_same_stream_everywhere
@@ -231,7 +245,4 @@ def make_pipeline(
         wds.batched(per_device_batch, collation_fn=collate, partial=False),
         TakeWorkerShare(num_batches),
     ]
-    pipeline = wds.DataPipeline(*stages)
-    with warnings.catch_warnings():  # it warns that __len__ is informative only: that is the intent
-        warnings.simplefilter("ignore")
-        return pipeline.with_length(num_batches)
+    return EpochPipeline(*stages, num_batches=num_batches)
