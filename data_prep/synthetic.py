@@ -22,7 +22,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -222,13 +222,24 @@ def ensure_synthetic_dataset(
     seed: int = 0,
     shard_size: int = DEFAULT_SHARD_SIZE,
     workers: int = 1,
+    teacher: Mapping[str, Any] | None = None,
 ) -> Path:
     """Make sure ``path`` holds this synthetic dataset (generate it once, then reuse it).
 
     For the training entry point; call it on one process only (e.g. ``prepare_data``).
-    Raises ``FileExistsError`` if ``path`` holds something else.
+    Raises ``FileExistsError`` if ``path`` holds something else. ``teacher``: keyword arguments
+    of ``data_prep.extract_features.ensure_teacher_features`` (e.g. ``{"model_name": "resnet50",
+    "weights": "random", "input_size": 64}``) to also add teacher features in place (spec 6.5).
     """
+    if teacher is not None:
+        from data_prep.extract_features import complete_interrupted_update
+
+        complete_interrupted_update(path)  # a cut-short feature swap must not block the reuse
     generate_dataset(path, num_samples, resolution, seed, shard_size, workers, overwrite=False)
+    if teacher is not None:
+        from data_prep.extract_features import ensure_teacher_features
+
+        ensure_teacher_features(path, None, **teacher)
     return Path(path)
 
 
@@ -246,7 +257,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="per tar")
     parser.add_argument("--workers", type=int, default=1, help="processes (same output)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    teacher = parser.add_argument_group("teacher features (emb.npy, spec 6.5), optional")
+    teacher.add_argument("--teacher", metavar="MODEL", help="timm model name, e.g. resnet50")
+    weights = teacher.add_mutually_exclusive_group()
+    weights.add_argument("--teacher-weights", metavar="PATH", help="local weights file")
+    weights.add_argument("--teacher-pretrained", action="store_const", const="pretrained")
+    weights.add_argument("--teacher-random-init", action="store_const", const="random")
+    teacher.add_argument("--teacher-input-size", type=int, help="teacher input side")
     args = parser.parse_args(argv)
+    t_weights = args.teacher_weights or args.teacher_pretrained or args.teacher_random_init
+    if args.teacher and t_weights is None:
+        parser.error("--teacher needs --teacher-weights/--teacher-pretrained/--teacher-random-init")
     t0 = time.perf_counter()
     total = math.ceil(args.num_samples / args.shard_size)
 
@@ -258,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
             args.out, args.num_samples, args.resolution, args.seed, args.shard_size,
             args.workers, args.overwrite, on_shard=progress,
         )  # fmt: skip
+        if args.teacher:
+            from data_prep.extract_features import ensure_teacher_features
+
+            ensure_teacher_features(
+                args.out, None, args.teacher, t_weights, args.teacher_input_size
+            )
     except (FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

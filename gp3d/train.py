@@ -38,11 +38,13 @@ def prepare_data(cfg: DictConfig) -> DictConfig:
     if os.environ.get("LOCAL_RANK", "0") == "0" and int(os.environ.get("NODE_RANK", "0")) == 0:
         from data_prep.synthetic import ensure_synthetic_dataset
 
+        teacher = syn.get("teacher")
         ensure_synthetic_dataset(
             data_cfg.path,
             num_samples=syn.num_samples,
             resolution=data_cfg.resolution,
             seed=syn.seed,
+            teacher=dict(teacher) if teacher else None,
         )
     else:  # other DDP processes wait for rank 0 (the manifest is written last, atomically)
         deadline = time.time() + 1800
@@ -63,11 +65,19 @@ def resolve_against_data(cfg: DictConfig, datamodule) -> None:
                 f"model.c_dim={c_dim} but the dataset at {cfg.data.path} has {num_classes} classes; "
                 f"use model.c_dim={num_classes} (conditional), 0 (unconditional) or auto"
             )
-    kd_on = cfg.model.get("kd_dim", 0) > 0
-    if kd_on and not cfg.data.get("use_embeddings", False):
+        use_emb = bool(cfg.data.get("use_embeddings", False))
+        if cfg.model.kd_dim == "auto":  # KD on exactly when the data carries teacher features
+            cfg.model.kd_dim = int(datamodule.embedding_dim or 0) if use_emb else 0
+    kd_dim = int(cfg.model.kd_dim)
+    if kd_dim > 0 and not use_emb:
         raise ConfigError(
             "knowledge distillation is on (model.kd_dim > 0) but data.use_embeddings=false; "
             "set data.use_embeddings=true, or turn KD off with model.kd_dim=0"
+        )
+    if kd_dim > 0 and datamodule.embedding_dim not in (None, kd_dim):
+        raise ConfigError(
+            f"model.kd_dim={kd_dim} but the shards at {cfg.data.path} hold {datamodule.embedding_dim}-d "
+            f"teacher features; use model.kd_dim={datamodule.embedding_dim} or auto"
         )
 
 

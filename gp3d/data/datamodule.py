@@ -88,7 +88,7 @@ class GP3DDataModule(L.LightningDataModule):
             raise DatasetFormatError(
                 f"use_embeddings=True but the shards in {self.path} have no 'emb.npy' teacher "
                 "embeddings (keys: " + ", ".join(manifest["keys"]) + "). Add them with the "
-                "embedding step (`python -m data_prep.extract_embeddings`), or set "
+                "embedding step (`python -m data_prep.extract_features`), or set "
                 "data.use_embeddings=false and turn the distillation loss off."
             )
 
