@@ -56,6 +56,12 @@ def prepare_data(cfg: DictConfig) -> DictConfig:
 def resolve_against_data(cfg: DictConfig, datamodule) -> None:
     """Fill ``model.c_dim: auto`` from the manifest and reject contradictions early."""
     num_classes = datamodule.num_classes
+    if "depth.png" not in datamodule.manifest["keys"]:
+        raise ConfigError(
+            f"the shards at {cfg.data.path} have no depth maps ('depth.png'); gp3d's shard format "
+            "needs a (monocular) depth estimate per image for the RGB-D discriminator: add them with "
+            "the data_prep depth-estimation step (or import precomputed maps) and rewrite the shards"
+        )
     with open_dict(cfg):
         c_dim = cfg.model.c_dim
         if c_dim == "auto":
