@@ -69,9 +69,7 @@ class _Timer(Callback):
 
 
 def build(exp: str, size: str, batch_size: int, num_classes: int):
-    overrides = [o.format(exp=exp) for o in SIZES[size]] + (
-        SYNTHETIC_SIZES if size == "synthetic" else []
-    )
+    overrides = [f"experiment={exp}"] + (SYNTHETIC_SIZES if size == "synthetic" else [])
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("train", overrides=overrides + [f"data.batch_size={batch_size}"])
     with open_dict(cfg):

@@ -15,34 +15,11 @@ Selection (P2):
 Eval uses the last output (x0 when p = 0).
 """
 
-import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from gp3d.models.layers import activate
-
-
-class _EqualizedConv2d(nn.Module):
-    """Same-padded conv with equalized lr (weights N(0, 1), scaled by 1/sqrt(fan_in)) and an
-    activation with its default gain (lrelu * sqrt(2))."""
-
-    def __init__(
-        self, in_ch: int, out_ch: int, kernel_size: int, activation: str = "linear"
-    ) -> None:
-        super().__init__()
-        if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd for same padding, got {kernel_size}")
-        self.activation = activation
-        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel_size, kernel_size))
-        self.bias = nn.Parameter(torch.zeros(out_ch))
-        self.weight_gain = 1.0 / math.sqrt(in_ch * kernel_size**2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad = self.weight.shape[-1] // 2
-        x = F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=pad)
-        return activate(x, self.activation)
+from gp3d.models.layers import Conv2dLayer
 
 
 class DepthAdaptor(nn.Module):
@@ -77,10 +54,10 @@ class DepthAdaptor(nn.Module):
         # Pre-sigmoid near-plane offset; sigmoid(-3) * 0.25 * 0.5 ~ 0.00593 at init (spec 14.1).
         self.near_plane_offset_raw = nn.Parameter(torch.tensor(float(near_plane_offset_init)))
         self.layers = nn.ModuleList(
-            _EqualizedConv2d(1 if i == 0 else hid_dim, hid_dim, kernel_size, "lrelu")
+            Conv2dLayer(1 if i == 0 else hid_dim, hid_dim, kernel_size, activation="lrelu")
             for i in range(num_hid_layers)
         )
-        self.head = _EqualizedConv2d(hid_dim, 1, 1, "linear")  # shared by every hidden layer
+        self.head = Conv2dLayer(hid_dim, 1, 1)  # shared by every hidden layer
         # Training progress; a buffer so that EMA copies and checkpoints carry it.
         self.register_buffer("kimg", torch.zeros(()))
 
