@@ -62,7 +62,7 @@ def test_smoke_run_leaves_checkpoints_samples_logs_and_resumes(tmp_path, data_di
 def test_missing_dataset_path_names_path_and_command(tmp_path, data_dir):
     cfg = compose_train(
         [
-            "experiment=smoke",
+            "experiment=epigraf",
             "data=shards",
             *TINY_MODEL,
             f"data.path={tmp_path / 'nope'}",
