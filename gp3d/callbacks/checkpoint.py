@@ -5,6 +5,8 @@ from pathlib import Path
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
+from gp3d.callbacks.interval import crossed_kimg
+
 
 class KimgCheckpoint(Callback):
     """Saves ``checkpoints/kimgXXXXXX.ckpt`` every ``every_kimg`` and keeps ``last.ckpt`` current.
@@ -41,21 +43,15 @@ class KimgCheckpoint(Callback):
         trainer.save_checkpoint(path)
         return path
 
-    @staticmethod
-    def _crossed(prev: int, now: int, every_kimg: float) -> bool:
-        every = int(every_kimg * 1000)
-        return every > 0 and now // every > prev // every
-
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.sanity_checking or getattr(trainer, "fast_dev_run", False):
             return
         now = int(pl_module.nimg.item())
-        prev = now - batch.image.shape[0] * trainer.world_size
-        if self._crossed(prev, now, self.every_kimg):
+        if crossed_kimg(trainer, pl_module, batch, self.every_kimg):
             path = self._save(trainer, pl_module, f"kimg{now // 1000:06d}.ckpt")
             rank_zero_info(f"saved {path}")
             self._prune(trainer)
-        if self._crossed(prev, now, self.last_every_kimg):
+        if crossed_kimg(trainer, pl_module, batch, self.last_every_kimg):
             self._save(trainer, pl_module, "last.ckpt")
             self._last_saved_nimg = now
 

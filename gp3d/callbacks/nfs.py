@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from lightning import Callback, LightningModule, Trainer
 
+from gp3d.callbacks.interval import crossed_kimg
 from gp3d.metrics.nfs import non_flatness_score
 
 
@@ -81,11 +82,9 @@ class NonFlatnessScore(Callback):
         trainer.callback_metrics[self.key] = torch.tensor(value)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.every_kimg <= 0 or getattr(trainer, "fast_dev_run", False):
+        if getattr(trainer, "fast_dev_run", False):
             return
-        every = int(self.every_kimg * 1000)
-        now = int(pl_module.nimg.item())
-        if now // every > (now - batch.image.shape[0] * trainer.world_size) // every:
+        if crossed_kimg(trainer, pl_module, batch, self.every_kimg):
             self._run(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:

@@ -6,6 +6,7 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
+from gp3d.callbacks.interval import crossed_kimg
 from gp3d.trajectories import front_circle, mean_camera, yaw_offsets
 from gp3d.utils.media import depth_to_image, make_grid, save_image, save_video
 
@@ -121,13 +122,12 @@ class SampleLogger(Callback):
                 )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.every_kimg <= 0 or getattr(trainer, "fast_dev_run", False):
+        if getattr(trainer, "fast_dev_run", False):
             return
-        every = int(self.every_kimg * 1000)
-        now = int(pl_module.nimg.item())
-        prev = now - batch.image.shape[0] * trainer.world_size
-        if now // every > prev // every:
-            self.render_and_save(trainer, pl_module, f"kimg{now // 1000:06d}")
+        if crossed_kimg(trainer, pl_module, batch, self.every_kimg):
+            self.render_and_save(
+                trainer, pl_module, f"kimg{int(pl_module.nimg.item()) // 1000:06d}"
+            )
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.at_train_end:

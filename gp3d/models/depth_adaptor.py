@@ -15,7 +15,6 @@ Selection (P2):
 Eval uses the last output (x0 when p = 0).
 """
 
-
 import torch
 from torch import nn
 
