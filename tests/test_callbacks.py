@@ -13,6 +13,11 @@ def test_crossed_kimg_fires_once_per_interval_across_ranks():
         module = SimpleNamespace(nimg=torch.tensor(step * 32))
         if crossed_kimg(trainer, module, batch, every_kimg=1.0):
             fired.append(step * 32)
-    assert fired == [1024, 2048, 3072, 4096, 5120, 6144]  # 1000, 2000, ... crossed at these nimg
+    # the first step whose nimg reaches k * 1000, for k = 1..6 (nimg only takes multiples of 32)
+    assert (
+        fired
+        == [-(-k * 1000 // 32) * 32 for k in range(1, 7)]
+        == [1024, 2016, 3008, 4000, 5024, 6016]
+    )
     module = SimpleNamespace(nimg=torch.tensor(1024))
     assert not crossed_kimg(trainer, module, batch, every_kimg=0)  # 0 = never
