@@ -276,6 +276,11 @@ def read_manifest(
     return manifest
 
 
+def manifest_sha256(manifest: dict[str, Any]) -> str:
+    """Content hash of a manifest (it lists every shard's sha256, so it identifies the data)."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
 def shard_paths(folder: str | os.PathLike, manifest: dict[str, Any]) -> list[str]:
     """Absolute paths of the manifest's shards, in manifest order."""
     return [str(Path(folder).resolve() / s["name"]) for s in manifest["shards"]]

@@ -21,7 +21,6 @@ two-phase swap that a re-run completes if it was cut short). One process per out
 """
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -55,10 +54,6 @@ class ExtractResult:  # what a run did: output folder, shards written / reused, 
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else float("nan")
-
-
-def _manifest_sha256(manifest: dict[str, Any]) -> str:  # identifies the source's content
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 
 def read_shard(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -111,7 +106,7 @@ def complete_interrupted_update(folder: str | os.PathLike) -> bool:
         return False
     new = json.loads(staged.read_text())
     if live.is_file():
-        current = _manifest_sha256(json.loads(live.read_text()))
+        current = common.manifest_sha256(json.loads(live.read_text()))
         if current != new["teacher"]["source"]["manifest_sha256"]:
             shutil.rmtree(staging)
             return False
@@ -184,7 +179,7 @@ def extract_features(
         complete_interrupted_update(src)  # no-op unless a swap was cut short
     manifest = common.read_manifest(src)  # clear errors for a missing / unfinished source
     teacher = Teacher(model_name, weights, input_size, seed=seed, dtype=dtype)
-    source = {"path": str(src.resolve()), "manifest_sha256": _manifest_sha256(manifest)}
+    source = {"path": str(src.resolve()), "manifest_sha256": common.manifest_sha256(manifest)}
     num_shards = len(manifest["shards"])
     if in_place:
         out, work = src, src / STAGING_NAME

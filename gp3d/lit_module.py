@@ -78,6 +78,7 @@ class GP3DLitModule(LightningModule):
             logger=False,
         )
         self.model_config: dict | None = None  # resolved model config, set by the entry point
+        self.data_info: dict | None = None  # dataset path / classes / manifest hash, ditto
         self.G, self.D = generator, discriminator
         self.G_ema = make_ema_copy(generator)
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
@@ -260,6 +261,8 @@ class GP3DLitModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.model_config is not None:  # lets tools rebuild the networks without Hydra
             checkpoint["gp3d_model_config"] = self.model_config
+        if self.data_info is not None:  # lets evaluate/generate find the data and class names
+            checkpoint["gp3d_data_info"] = self.data_info
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, c: torch.Tensor | None = None, **kwargs):

@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from data_prep.common import manifest_sha256
 from gp3d.utils.env import configure_wandb_mode
 from gp3d.utils.instantiate import instantiate_list
 
@@ -87,6 +88,19 @@ def resolve_against_data(cfg: DictConfig, datamodule) -> None:
         )
 
 
+def data_info(datamodule) -> dict:
+    """What tools need to know about the training data, stored in every checkpoint."""
+    m = datamodule.manifest
+    return {
+        "path": str(Path(datamodule.path).resolve()),
+        "resolution": int(m["resolution"]),
+        "num_classes": int(m["num_classes"]),
+        "class_names": list(m["class_names"]),
+        "class_counts": list(m["class_counts"]),
+        "manifest_sha256": manifest_sha256(m),
+    }
+
+
 def train(cfg: DictConfig) -> dict:
     configure_wandb_mode()
     L.seed_everything(cfg.seed, workers=True)
@@ -94,6 +108,7 @@ def train(cfg: DictConfig) -> dict:
     resolve_against_data(cfg, datamodule)
     model = instantiate(cfg.model.module, _convert_="all")
     model.model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    model.data_info = data_info(datamodule)
     callbacks = instantiate_list(cfg.get("callbacks"))
     loggers = instantiate_list(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

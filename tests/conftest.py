@@ -15,3 +15,23 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished tiny training run (8 images of the smoke experiment, class-conditional, KD on):
+    ``{"dir": run folder, "ckpt": last.ckpt, "data": dataset folder}``. Shared by the tests of
+    export / generate / evaluate so the stack trains once per session."""
+    from gp3d.train import train
+    from tests.helpers import TINY, compose_train
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    cfg = compose_train(
+        ["experiment=smoke", *TINY, "model.total_kimg=0.008", "logger=csv"],
+        root / "run",
+        root / "data",
+    )
+    out = train(cfg)
+    ckpt = root / "run" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    return {"dir": root / "run", "ckpt": ckpt, "data": out["trainer"].datamodule.path}
