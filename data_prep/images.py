@@ -1,0 +1,118 @@
+"""Reading real-world image files robustly: any PIL mode to 8-bit RGB, or a clear skip reason.
+
+ImageNet-scale folders hold CMYK and grayscale JPEGs, palette/RGBA PNGs, 16-bit scans, truncated
+downloads and the odd non-image. :func:`load_rgb` converts what can be converted and raises
+:class:`ImageSkip` (with a short machine-readable ``reason``) for what cannot, so a pipeline
+counts skips instead of crashing halfway through a million images.
+"""
+
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Reasons recorded in manifests ("skipped": {reason: count, ...}).
+UNREADABLE, TRUNCATED, TOO_SMALL, TOO_LARGE = "unreadable", "truncated", "too_small", "too_large"
+ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels are composited over white
+MAX_PIXELS = 30_000 * 30_000  # larger than any photo; guards against decompression bombs
+
+
+class ImageSkip(Exception):
+    """This file cannot become a training image; ``reason`` is one of the constants above."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def _open(path: str | os.PathLike) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageSkip(TOO_LARGE, f"{img.width}x{img.height} pixels")
+            img.load()  # decodes now: truncated data raises here, not later in a worker
+    except ImageSkip:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageSkip(TOO_LARGE, str(err)) from err
+    except UnidentifiedImageError as err:
+        raise ImageSkip(UNREADABLE, f"not an image PIL can identify ({err})") from err
+    except (OSError, SyntaxError, ValueError) as err:  # PIL reports truncation as OSError
+        reason = TRUNCATED if "truncated" in str(err).lower() else UNREADABLE
+        raise ImageSkip(reason, str(err)) from err
+    return img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB (first frame of animations; EXIF orientation applied)."""
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or a.max() > 255 else 255.0
+        if mode == "F":  # float images are scaled by their own range
+            lo, hi = float(a.min()), float(a.max())
+            a, peak = a - lo, max(hi - lo, 1e-12)
+        img = Image.fromarray(np.clip(np.rint(a / peak * 255.0), 0, 255).astype(np.uint8))
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, ALPHA_BACKGROUND + (255,))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX ...
+
+
+def load_rgb(path: str | os.PathLike, min_size: int = 1) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` of an image file; raises :class:`ImageSkip` when it cannot be used.
+
+    ``min_size``: images whose short side is below it are skipped (``too_small``): upsampling a
+    thumbnail many times produces blur the discriminator learns to detect.
+    """
+    img = _open(path)
+    if min(img.size) < min_size:
+        raise ImageSkip(TOO_SMALL, f"{img.width}x{img.height} < {min_size} px on the short side")
+    try:
+        return np.asarray(to_rgb(img))
+    except (OSError, ValueError) as err:
+        raise ImageSkip(UNREADABLE, f"cannot convert mode {img.mode}: {err}") from err
+
+
+def load_depth(path: str | os.PathLike) -> np.ndarray:
+    """A depth PNG as uint16 ``[H, W]``: 16-bit kept as is, 8-bit scaled by 256 (spec 5.1)."""
+    img = _open(path)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(img)
+        return np.clip(a, 0, 65535).astype(np.uint16)
+    if img.mode in ("L", "P", "RGB", "RGBA", "LA"):
+        return np.asarray(img.convert("L"), dtype=np.uint16) * 256
+    raise ImageSkip(UNREADABLE, f"depth map of unsupported mode {img.mode}")
+
+
+def center_crop_square(a: np.ndarray) -> np.ndarray:
+    """The centred square of side min(H, W) (spec 9 step 4)."""
+    h, w = a.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return a[top : top + s, left : left + s]
+
+
+def crop_resize(a: np.ndarray, resolution: int, resample=Image.Resampling.LANCZOS) -> np.ndarray:
+    """Centre-crop to a square, then resize to ``resolution``^2 (Lanczos, as the original).
+
+    Works for uint8 RGB/grey and uint16 depth (resized in float32 mode ``F`` so 16-bit values
+    survive; Lanczos can ring at depth edges, as in the original, so the result is clipped).
+    """
+    sq = center_crop_square(a)
+    if sq.shape[0] == resolution:
+        return np.ascontiguousarray(sq)
+    if sq.dtype == np.uint16:
+        f = Image.fromarray(sq.astype(np.float32), mode="F")
+        out = np.asarray(f.resize((resolution, resolution), resample))
+        return np.clip(np.rint(out), 0, 65535).astype(np.uint16)
+    return np.asarray(Image.fromarray(sq).resize((resolution, resolution), resample))
