@@ -68,19 +68,25 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX ...
 
 
+def load_rgb_and_mode(path: str | os.PathLike, min_size: int = 1) -> tuple[np.ndarray, str]:
+    """Like :func:`load_rgb`, plus the file's original PIL mode (``"CMYK"``, ``"L"``, ...), so a
+    pipeline can report how many images it converted."""
+    img = _open(path)
+    if min(img.size) < min_size:
+        raise ImageSkip(TOO_SMALL, f"{img.width}x{img.height} < {min_size} px on the short side")
+    try:
+        return np.asarray(to_rgb(img)), img.mode
+    except (OSError, ValueError) as err:
+        raise ImageSkip(UNREADABLE, f"cannot convert mode {img.mode}: {err}") from err
+
+
 def load_rgb(path: str | os.PathLike, min_size: int = 1) -> np.ndarray:
     """uint8 ``[H, W, 3]`` of an image file; raises :class:`ImageSkip` when it cannot be used.
 
     ``min_size``: images whose short side is below it are skipped (``too_small``): upsampling a
     thumbnail many times produces blur the discriminator learns to detect.
     """
-    img = _open(path)
-    if min(img.size) < min_size:
-        raise ImageSkip(TOO_SMALL, f"{img.width}x{img.height} < {min_size} px on the short side")
-    try:
-        return np.asarray(to_rgb(img))
-    except (OSError, ValueError) as err:
-        raise ImageSkip(UNREADABLE, f"cannot convert mode {img.mode}: {err}") from err
+    return load_rgb_and_mode(path, min_size)[0]
 
 
 def load_depth(path: str | os.PathLike) -> np.ndarray:

@@ -1,0 +1,486 @@
+"""Pack an image folder (+ depth maps) into gp3d WebDataset shards with a manifest (spec 9).
+
+    python -m data_prep.write_shards /data/imagenet --out data/imagenet_256 --resolution 256 \\
+        --depth-dir data/imagenet_depth --workers 32
+
+Source: an ImageNet-style tree of class folders (``train/`` used when present; labels = sorted
+folder names or ``--class-map``) or a flat folder (one class), see ``data_prep/folder_source.py``.
+Depth maps mirror the source tree under ``--depth-dir`` (default: beside the images, as in the
+original releases): ``<stem>_depth.png`` or ``<stem>._depth.png``, 16-bit, relative depth
+(larger = farther) scaled to a per-image maximum of 60000 (spec 5.1), at the image's own size.
+
+Each image and its depth map are centre-cropped to a square and Lanczos-resized to
+``--resolution`` (spec 9 step 4). Samples (format: ``data_prep/common.py``) hold ``png`` (or
+``jpg``), ``depth.png``, ``cls`` and ``meta.json`` (source path, original size); keys are the
+sample's position in the shuffled order (8+ digits). Teacher features are a separate step
+(``python -m data_prep.extract_features DEST``).
+
+Assignment is deterministic: the records, sorted by relative path, are permuted with
+``numpy.random.default_rng(seed)`` (so every shard mixes classes) and shard ``i`` holds
+positions ``[i * shard_size, (i + 1) * shard_size)``. Output bytes do not depend on
+``--workers``. Unusable files are skipped and counted per reason (manifest ``skipped`` and
+``skipped.txt``); a shard whose images were all skipped is left out (shard names may have gaps).
+
+Resuming: finished shards are recorded in the hidden ``<out>/.write-shards/`` folder with the
+run's parameters; a re-run with the same parameters verifies (size, sha256) and reuses them,
+different parameters are an error unless ``--overwrite``. The manifest is written last, so an
+interrupted run never looks complete. One process per output folder.
+"""
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from data_prep import common
+from data_prep.folder_source import FolderIndex, ImageRecord, read_selection, scan_image_folder
+from data_prep.shard_worker import (
+    DEFAULT_PNG_LEVEL,
+    WORK_DIR,
+    EncodeSettings,
+    ShardJob,
+    write_one_shard,
+)
+
+GENERATOR_NAME = "data_prep.write_shards"
+GENERATOR_VERSION = "1.0"
+DEFAULT_SHARD_SIZE = 1000  # ~200 MB per shard at 256 px PNG (see data_prep/bench.py)
+STATE_NAME = "state.json"
+SKIPPED_NAME = "skipped.txt"
+NOT_SELECTED_FOUND = "selected_not_found"  # a --select line that names no indexed image
+IMAGE_DESCRIPTION = {
+    "preprocessing": "centre crop to the short side, then PIL Lanczos resize (spec 9 step 4)",
+    "conversion": "any mode to 8-bit RGB; EXIF orientation applied; alpha over white",
+    "normalisation": "uint8 / 127.5 - 1",
+}
+
+
+@dataclass
+class WriteResult:
+    """What a run did; ``reused`` is True when a finished identical dataset was found."""
+
+    path: Path
+    num_samples: int = 0
+    shards_written: int = 0
+    shards_reused: int = 0
+    images_processed: int = 0  # images read by this run (excludes reused shards)
+    seconds: float = 0.0
+    skipped: dict[str, int] = field(default_factory=dict)
+    reused: bool = False
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_processed / self.seconds if self.seconds > 0 else float("nan")
+
+
+# ------------------------------------------------------------------------------------------------
+# Source, selection, assignment
+
+
+def select_records(
+    index: FolderIndex, select: str | os.PathLike | None
+) -> tuple[list[ImageRecord], list[tuple[str, str]]]:
+    """Records kept by a selection file (all without one) and the selection lines not found.
+
+    Selection lines are paths relative to the index root (``select_instances`` writes them);
+    a leading ``train/`` (paths relative to the source folder) is tolerated.
+    """
+    if select is None:
+        return list(index.records), []
+    by_path = {r.relpath: r for r in index.records}
+    kept, missing = {}, []
+    for line in read_selection(select):
+        rel = line if line in by_path else line.removeprefix("train/")
+        if rel in by_path:
+            kept[rel] = by_path[rel]
+        else:
+            missing.append((line, NOT_SELECTED_FOUND))
+    return [kept[k] for k in sorted(kept)], missing
+
+
+def assign(records: list[ImageRecord], shard_size: int, seed: int) -> list[ShardJob]:
+    """Deterministic shards: a seeded permutation of the (sorted) records, cut into slices."""
+    order = np.random.default_rng(seed).permutation(len(records))
+    jobs = []
+    for i in range(math.ceil(len(records) / shard_size)):
+        positions = range(i * shard_size, min((i + 1) * shard_size, len(records)))
+        items = tuple(
+            (f"{pos:08d}", records[order[pos]].relpath, records[order[pos]].label)
+            for pos in positions
+        )
+        jobs.append(ShardJob(i, items))
+    return jobs
+
+
+def _fingerprint(records: list[ImageRecord]) -> str:
+    digest = hashlib.sha256()
+    for r in records:
+        digest.update(f"{r.relpath}\t{r.label}\n".encode())
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------
+# Output folder: reuse, resume, overwrite
+
+
+def _is_ours(name: str) -> bool:
+    return (
+        name.startswith(".")
+        or name in (common.MANIFEST_NAME, SKIPPED_NAME)
+        or (name.startswith("shard-") and name.endswith(".tar"))
+    )
+
+
+def _finished_params(out: Path) -> dict[str, Any] | None:
+    try:
+        manifest = common.read_manifest(out)
+    except common.DatasetError:
+        return None
+    gen = manifest["generator"]
+    return gen.get("params") if gen.get("name") == GENERATOR_NAME else None
+
+
+def _clear(out: Path) -> None:
+    (out / common.MANIFEST_NAME).unlink(missing_ok=True)  # first: the old dataset is now invalid
+    for p in out.iterdir():
+        if p.name.startswith("shard-") and p.name.endswith(".tar") or p.name == SKIPPED_NAME:
+            p.unlink()
+    shutil.rmtree(out / WORK_DIR, ignore_errors=True)
+
+
+def _remove_temp_files(out: Path) -> None:
+    for folder in (out, out / WORK_DIR):
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if ".tmp-" in p.name:
+                    p.unlink(missing_ok=True)
+
+
+def prepare_output(out: Path, params: dict[str, Any], overwrite: bool) -> None:
+    """Make ``out`` ready for a run with ``params``: fresh, or resuming the same parameters."""
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_temp_files(out)  # left by a killed run (one process per folder)
+    state = out / WORK_DIR / STATE_NAME
+    try:
+        old = json.loads(state.read_text())
+    except (OSError, json.JSONDecodeError):
+        old = None
+    foreign = sorted(p.name for p in out.iterdir() if not _is_ours(p.name))
+    has_data = any(p.name.endswith(".tar") or p.name == common.MANIFEST_NAME for p in out.iterdir())
+    if old != params and (foreign or has_data or old is not None):
+        if not overwrite:
+            what = (
+                f"other files ({', '.join(foreign[:5])})"
+                if foreign
+                else "an unfinished run with other parameters"
+                if old is not None
+                else "shards or a manifest it cannot reuse (other parameters, or damaged)"
+            )
+            raise FileExistsError(
+                f"{out} holds {what}. Re-run with the same parameters to resume, pass "
+                "--overwrite to replace it, or choose another --out."
+            )
+        if foreign:
+            raise FileExistsError(
+                f"{out} holds files write_shards did not make ({', '.join(foreign[:5])}); "
+                "refusing to overwrite them: choose an empty --out"
+            )
+        _clear(out)
+    (out / common.MANIFEST_NAME).unlink(missing_ok=True)  # stale manifest of the same params
+    state.parent.mkdir(parents=True, exist_ok=True)
+    tmp = common.temp_path(state)
+    tmp.write_text(json.dumps(params, sort_keys=True, indent=1))
+    os.replace(tmp, state)
+
+
+# ------------------------------------------------------------------------------------------------
+# Running the shards
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops the pool
+
+
+def _run_one(args: tuple[EncodeSettings, ShardJob]) -> dict[str, Any]:
+    return write_one_shard(*args)
+
+
+def run_jobs(settings: EncodeSettings, jobs: list[ShardJob], workers: int) -> Iterator[dict]:
+    """Shard records as shards finish (any order); ``workers`` = 0 runs in this process."""
+    if workers == 0:
+        for job in jobs:
+            yield write_one_shard(settings, job)
+        return
+    # spawn: the parent may hold torch threads, which fork can deadlock; workers import no torch
+    ctx = multiprocessing.get_context("spawn")
+    pool = ctx.Pool(min(workers, len(jobs)), initializer=_ignore_sigint)
+    try:
+        yield from pool.imap_unordered(_run_one, [(settings, j) for j in jobs])
+        pool.close()
+    except BaseException:
+        pool.terminate()  # killed workers may leave temp files: removed below / by a re-run
+        raise
+    finally:
+        pool.join()
+        _remove_temp_files(Path(settings.out))
+
+
+def _manifest(
+    index: FolderIndex,
+    params: dict[str, Any],
+    records: list[dict[str, Any]],
+    skipped: Counter,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    class_counts = np.zeros(index.num_classes, dtype=np.int64)
+    modes: Counter[str] = Counter()
+    for r in records:
+        for label, n in r["labels"].items():
+            class_counts[int(label)] += n
+        modes.update(r["modes"])
+    shards = [
+        {k: r[k] for k in ("name", "num_samples", "bytes", "sha256")}
+        for r in sorted(records, key=lambda r: r["index"])
+        if r["name"] is not None
+    ]
+    image_key = params["image_format"]
+    return {
+        "format": {"name": common.FORMAT_NAME, "version": common.FORMAT_VERSION},
+        "generator": {"name": GENERATOR_NAME, "version": GENERATOR_VERSION, "params": params},
+        "seed": params["seed"],
+        "num_samples": int(sum(s["num_samples"] for s in shards)),
+        "resolution": params["resolution"],
+        "num_classes": index.num_classes,
+        "class_names": list(index.class_names),
+        "class_folders": list(index.class_folders),
+        "class_counts": class_counts.tolist(),
+        "keys": [image_key, "depth.png", "cls"] + ["meta.json"] * params["write_meta"],
+        "shards": shards,
+        "depth": {
+            **common.DEPTH_DESCRIPTION,
+            "preprocessing": IMAGE_DESCRIPTION["preprocessing"]
+            + "; values kept as stored, Lanczos ringing clipped to [0, 65535]",
+        },
+        "embedding_dim": None,
+        "image": {"key": image_key, **IMAGE_DESCRIPTION},
+        "assignment": {
+            "method": "numpy.random.default_rng(seed).permutation of the records sorted by "
+            "relative path; shard i = positions [i * shard_size, (i + 1) * shard_size); "
+            "sample key = position; shards whose images were all skipped are omitted",
+            "seed": params["seed"],
+            "shard_size": params["shard_size"],
+        },
+        "source_modes": dict(sorted(modes.items())),  # original PIL modes of the kept images
+        "skipped": dict(sorted(skipped.items())),
+        "num_skipped": int(sum(skipped.values())),
+        "skipped_list": SKIPPED_NAME,
+        **extra,
+    }
+
+
+def _write_skipped(out: Path, rows: list[tuple[str, str, str]]) -> None:
+    path = out / SKIPPED_NAME
+    tmp = common.temp_path(path)
+    with open(tmp, "w") as f:
+        f.write(
+            "# relpath\treason\tdetail (images write_shards left out; reasons counted in "
+            "manifest.json 'skipped')\n"
+        )
+        f.writelines(
+            f"{rel}\t{reason}\t{' '.join(detail.split())}\n" for rel, reason, detail in rows
+        )
+    os.replace(tmp, path)
+
+
+def write_shards(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    resolution: int = 256,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    workers: int = 0,
+    depth_dir: str | os.PathLike | None = None,
+    select: str | os.PathLike | None = None,
+    class_map: str | os.PathLike | None = None,
+    train_subdir: bool = True,
+    seed: int = 0,
+    min_size: int | None = None,
+    image_format: str = "png",
+    write_meta: bool = True,
+    png_level: int = DEFAULT_PNG_LEVEL,
+    overwrite: bool = False,
+    progress: bool = False,
+    on_shard: Callable[[int, int], None] | None = None,
+) -> WriteResult:
+    """Write the shards of ``src`` into ``out`` (see the module docstring).
+
+    ``min_size``: images whose short side is below it are skipped (default ``resolution // 4``:
+    more than 4x upsampling only adds blur). ``on_shard(done, total)`` is called after each
+    shard (tests use it to interrupt a run). Raises ``DatasetNotFoundError`` for a missing or
+    empty source, ``FileExistsError`` when ``out`` holds something else and ``overwrite`` is
+    False, ``DatasetFormatError`` when every image was skipped.
+    """
+    if resolution < 2 or shard_size < 1 or workers < 0 or image_format not in ("png", "jpg"):
+        raise ValueError("need resolution >= 2, shard_size >= 1, workers >= 0, format png|jpg")
+    t0 = time.perf_counter()
+    min_size = resolution // 4 if min_size is None else min_size
+    index = scan_image_folder(src, class_map, train_subdir)
+    records, not_found = select_records(index, select)
+    if not records:
+        raise common.DatasetNotFoundError(
+            f"no images of {index.root} to write" + (f" are listed in {select}" if select else "")
+        )
+    depth_root = Path(depth_dir) if depth_dir is not None else index.root
+    if not depth_root.is_dir():
+        raise common.DatasetNotFoundError(
+            f"depth folder {depth_root} does not exist: run `python -m data_prep.estimate_depth` "
+            "first, or point --depth-dir at the depth maps (<stem>_depth.png)"
+        )
+    out = Path(out)
+    params = {
+        "source": str(index.root.resolve()),
+        "depth_dir": str(depth_root.resolve()),
+        "class_map": str(Path(class_map).resolve()) if class_map else None,
+        "records_sha256": _fingerprint(records),
+        "num_records": len(records),
+        "resolution": resolution,
+        "shard_size": shard_size,
+        "seed": seed,
+        "min_size": min_size,
+        "image_format": image_format,
+        "write_meta": write_meta,
+        "png_level": png_level,
+    }
+    if out.is_dir() and not overwrite and _finished_params(out) == params:
+        manifest = common.read_manifest(out)
+        return WriteResult(out, manifest["num_samples"], shards_reused=len(manifest["shards"]),
+                           skipped=manifest["skipped"], reused=True)  # fmt: skip
+    prepare_output(out, params, overwrite)
+    settings = EncodeSettings(
+        str(index.root), str(depth_root), str(out), resolution, min_size, image_format, write_meta,
+        png_level,
+    )  # fmt: skip
+    jobs = assign(records, shard_size, seed)
+    result, done = WriteResult(out), []
+    bar = tqdm(total=len(records), unit="img", disable=not progress, desc="write_shards")
+    # closing(): an exception here (Ctrl-C, on_shard) stops the worker pool at once
+    with bar, contextlib.closing(run_jobs(settings, jobs, workers)) as stream:
+        for record in stream:
+            done.append(record)
+            n_items = len(jobs[record["index"]].items)
+            if record["reused"]:
+                result.shards_reused += 1
+            else:
+                result.shards_written += 1
+                result.images_processed += n_items
+            bar.update(n_items)
+            if on_shard:
+                on_shard(len(done), len(jobs))
+    rows = [(rel, reason, "") for rel, reason in index.skipped + not_found]
+    rows += [tuple(s) for r in sorted(done, key=lambda r: r["index"]) for s in r["skipped"]]
+    skipped = Counter(reason for _, reason, _ in rows)
+    extra = {
+        "source": {
+            "path": str(Path(src).resolve()),
+            "root": str(index.root.resolve()),
+            "layout": "class folders" if index.class_folders != [""] else "flat folder",
+            "class_map": params["class_map"],
+            "images_indexed": len(index.records),
+            "selection": None if select is None else {
+                "file": str(Path(select).resolve()), "listed": len(records) + len(not_found),
+                "kept": len(records),
+            },
+            "depth_dir": params["depth_dir"],
+        },
+    }  # fmt: skip
+    manifest = _manifest(index, params, done, skipped, extra)
+    if manifest["num_samples"] == 0:
+        raise common.DatasetFormatError(
+            f"every image of {index.root} was skipped ({dict(skipped)}); see the reasons above "
+            "(no depth maps under --depth-dir? wrong --min-size?)"
+        )
+    _write_skipped(out, rows)
+    common.write_manifest(out, manifest)  # last: from here the folder is a dataset
+    shutil.rmtree(out / WORK_DIR, ignore_errors=True)
+    result.num_samples, result.skipped = manifest["num_samples"], manifest["skipped"]
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep.write_shards",
+        description="Resize and centre-crop an image folder (+ depth maps) into gp3d WebDataset "
+        "shards with a manifest. Resumable: re-run the same command after an interruption.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("src", help="image folder: class folders (ImageNet; train/ used if "
+                        "present) or a flat folder (one class)")  # fmt: skip
+    parser.add_argument("--out", required=True, help="output shard folder")
+    parser.add_argument("--resolution", type=int, default=256, help="output side in pixels")
+    parser.add_argument("--depth-dir", help="depth root mirroring SRC (<stem>_depth.png); "
+                        "default: beside the images")  # fmt: skip
+    parser.add_argument("--select", help="keep only the relative paths listed in this file "
+                        "(from data_prep.select_instances)")  # fmt: skip
+    parser.add_argument("--class-map", help="JSON {folder: index} or text '<folder> <name>' "
+                        "per line in label order; default: sorted folder names")  # fmt: skip
+    parser.add_argument("--no-train-subdir", action="store_true",
+                        help="index SRC itself even if it holds a train/ folder")  # fmt: skip
+    parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="images/tar")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes writing shards (0 = in this process)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shard assignment")
+    parser.add_argument("--min-size", type=int, help="skip images whose short side is smaller "
+                        "(default: resolution / 4)")  # fmt: skip
+    parser.add_argument("--format", dest="image_format", choices=["png", "jpg"], default="png",
+                        help="image encoding in the shards (jpg: quality 95)")  # fmt: skip
+    parser.add_argument("--png-level", type=int, default=DEFAULT_PNG_LEVEL, choices=range(10),
+                        metavar="0-9", help="zlib level of the PNGs (1: fast, ~3%% larger)")  # fmt: skip
+    parser.add_argument("--no-meta", action="store_true", help="omit per-sample meta.json")
+    parser.add_argument("--overwrite", action="store_true", help="replace a different --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        res = write_shards(
+            args.src, args.out, resolution=args.resolution, shard_size=args.shard_size,
+            workers=args.workers, depth_dir=args.depth_dir, select=args.select,
+            class_map=args.class_map, train_subdir=not args.no_train_subdir, seed=args.seed,
+            min_size=args.min_size, image_format=args.image_format, write_meta=not args.no_meta,
+            png_level=args.png_level, overwrite=args.overwrite, progress=not args.quiet,
+        )  # fmt: skip
+    except (common.DatasetError, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if res.reused:
+        print(f"{res.path} already holds these shards ({res.num_samples} images): reusing them.")
+        return 0
+    print(
+        f"{res.path}: {res.num_samples} images in {res.shards_written} new + {res.shards_reused} "
+        f"reused shards; {res.images_processed} images read in {res.seconds:.1f} s "
+        f"({res.images_per_second:.1f} images/s); skipped {res.skipped or 'none'} "
+        f"(see {SKIPPED_NAME})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
