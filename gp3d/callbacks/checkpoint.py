@@ -1,5 +1,9 @@
-"""Checkpoints every N kimg, plus ``last.ckpt`` (also on interruption), saved atomically."""
+"""Checkpoints every N kimg, plus ``last.ckpt`` (also on interruption), saved atomically, and
+``best.ckpt`` by a metric (:class:`BestCheckpoint`, driven by the metric's callback)."""
 
+import json
+import math
+import os
 from pathlib import Path
 
 from lightning import Callback, LightningModule, Trainer
@@ -73,3 +77,65 @@ class KimgCheckpoint(Callback):
         snaps = sorted(self._dir(trainer).glob("kimg*.ckpt"))
         for old in snaps[: -self.keep_last]:
             old.unlink(missing_ok=True)
+
+
+class BestCheckpoint:
+    """Keeps ``checkpoints/best.ckpt`` = the training state with the best value of one metric,
+    plus ``best.json`` describing it. Not a Callback: the callback that computes the metric calls
+    :meth:`update` right after computing it, so the saved weights are exactly the evaluated ones
+    (a separate callback would run in list order, possibly one batch late).
+
+    Call :meth:`update` on every rank with the same value (``trainer.save_checkpoint`` is
+    collective under DDP; rank 0 writes, through the trainer's atomic CheckpointIO).
+    """
+
+    def __init__(
+        self,
+        metric: str,
+        mode: str = "min",
+        filename: str = "best.ckpt",
+        dirpath: str | None = None,
+    ) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.metric, self.mode, self.filename, self.dirpath = metric, mode, filename, dirpath
+        self.best_value: float | None = None
+        self.best_kimg: float | None = None
+
+    def is_better(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.best_value is None:
+            return True
+        return value < self.best_value if self.mode == "min" else value > self.best_value
+
+    def update(self, trainer: Trainer, value: float, kimg: float) -> bool:
+        """Save ``best.ckpt`` if ``value`` beats the best so far; returns whether it did."""
+        if not self.is_better(value):
+            return False
+        self.best_value, self.best_kimg = float(value), float(kimg)
+        folder = Path(self.dirpath or Path(trainer.default_root_dir) / "checkpoints")
+        path = folder / self.filename
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            info = {"metric": self.metric, "mode": self.mode, "value": value, "kimg": kimg}
+            info["global_step"], info["checkpoint"] = trainer.global_step, path.name
+            _atomic_write_text(path.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
+            rank_zero_info(f"new best {self.metric} = {value:.4f} at {kimg:.4g} kimg: saved {path}")
+        return True
+
+    def state_dict(self) -> dict:
+        return {"best_value": self.best_value, "best_kimg": self.best_kimg}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_value, self.best_kimg = state.get("best_value"), state.get("best_kimg")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -129,7 +129,7 @@ class RandomFeatureNetwork(FeatureNetwork):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         _check_images(images)
-        x = (images.float() - 128.0) / 128.0
+        x = (images.to(self.head.weight.device).float() - 128.0) / 128.0
         x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
         for conv in self.convs:
             x = F.leaky_relu(conv(x), 0.2)

@@ -1,0 +1,59 @@
+"""The few collectives metrics need; all are no-ops in a single process.
+
+Tensors travel on the backend's device (CUDA for NCCL, CPU for gloo) and come back on the CPU.
+"""
+
+import torch
+import torch.distributed as dist
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _comm_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate [n_r, ...] tensors of every rank (n_r may differ) in rank order."""
+    _, world = rank_and_world()
+    if world == 1:
+        return x
+    dev = _comm_device()
+    n = torch.tensor([x.shape[0]], device=dev)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes = [int(s.item()) for s in sizes]
+    padded = torch.zeros((max(sizes), *x.shape[1:]), dtype=x.dtype, device=dev)
+    padded[: x.shape[0]] = x.to(dev)
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:s].cpu() for p, s in zip(parts, sizes)])
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (a new CPU tensor; the input is left untouched)."""
+    if rank_and_world()[1] == 1:
+        return x.clone()
+    y = x.to(_comm_device()).clone()
+    dist.all_reduce(y, op=dist.ReduceOp.SUM)
+    return y.cpu()
+
+
+def broadcast_value(value: float, src: int = 0) -> float:
+    """Rank ``src``'s float on every rank (so decisions that depend on it agree exactly)."""
+    if rank_and_world()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=_comm_device())
+    dist.broadcast(t, src)
+    return float(t.item())
+
+
+def barrier() -> None:
+    if rank_and_world()[1] > 1:
+        dist.barrier()

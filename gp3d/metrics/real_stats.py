@@ -1,0 +1,245 @@
+"""Real-image feature statistics, computed once per (dataset, resolution, feature network, number
+of images, class) and cached on disk (spec 8.1: real statistics with mirror off, cached).
+
+The cache key starts with the shard manifest's sha256, and the manifest lists every shard's
+sha256, so re-written data never reuses stale statistics. Files are written atomically.
+
+Under DDP every rank reads a share of the shards, the float64 sums are all-reduced, rank 0
+writes the cache and the others wait at a barrier: every rank ends with identical statistics.
+"""
+
+import io
+import json
+import os
+import re
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+import gp3d
+from data_prep.common import manifest_sha256, read_manifest, shard_paths
+from gp3d.metrics.distributed import all_reduce_sum, barrier, gather_rows, rank_and_world
+from gp3d.metrics.feature_net import FeatureNetwork
+from gp3d.metrics.fid import FeatureStats
+
+IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
+CACHE_VERSION = 1
+
+
+def _samples(path: str):
+    """(key, {ext: bytes}) of one tar shard, in file order (members of a sample are adjacent)."""
+    key, parts = None, {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            k, _, ext = Path(member.name).name.partition(".")
+            if k != key and parts:
+                yield key, parts
+                parts = {}
+            key = k
+            parts[ext] = tar.extractfile(member).read()
+    if parts:
+        yield key, parts
+
+
+class ShardImages(IterableDataset):
+    """uint8 images [3, H, W] of the given shards, each at most ``limit`` items, no mirroring.
+
+    Shards are split over DataLoader workers. ``class_index`` keeps only that class's images
+    (the limits count items before that filter).
+    """
+
+    def __init__(self, shards: list[tuple[str, int]], class_index: int | None = None) -> None:
+        self.shards, self.class_index = shards, class_index
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for i, (path, limit) in enumerate(self.shards):
+            if i % workers != worker:
+                continue
+            for j, (key, parts) in enumerate(_samples(path)):
+                if j >= limit:
+                    break
+                if self.class_index is not None and int(parts.get("cls", b"0")) != self.class_index:
+                    continue
+                ext = next((e for e in IMAGE_KEYS if e in parts), None)
+                if ext is None:
+                    raise ValueError(
+                        f"sample {key} of {path} has no image ({'/'.join(IMAGE_KEYS)})"
+                    )
+                with Image.open(io.BytesIO(parts[ext])) as img:
+                    arr = np.asarray(img.convert("RGB"))
+                yield torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def shard_limits(manifest: dict, folder: str, max_items: int | None) -> list[tuple[str, int]]:
+    """(shard path, items to read) covering the first ``max_items`` items in manifest order."""
+    out, left = [], max_items if max_items is not None else float("inf")
+    for path, shard in zip(shard_paths(folder, manifest), manifest["shards"]):
+        if left <= 0:
+            break
+        take = int(min(shard["num_samples"], left))
+        out.append((path, take))
+        left -= take
+    return out
+
+
+@dataclass
+class RealStats:
+    mean: np.ndarray
+    cov: np.ndarray
+    n: int
+    features: torch.Tensor | None = None  # a subset of real features (KID, precision/recall)
+    meta: dict = field(default_factory=dict)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+
+def cache_name(
+    manifest: dict,
+    net_name: str,
+    max_items: int | None = None,
+    class_index: int | None = None,
+    keep_features: int = 0,
+) -> str:
+    """``<manifest sha[:16]>_<res>_<net>_<n>[_c<class>][_f<kept features>].npz``."""
+    total = int(manifest["num_samples"])
+    n = total if max_items is None else min(int(max_items), total)
+    name = f"{manifest_sha256(manifest)[:16]}_{manifest['resolution']}_{_safe(net_name)}_{n}"
+    if class_index is not None:
+        name += f"_c{class_index}"
+    if keep_features:
+        name += f"_f{keep_features}"
+    return name + ".npz"
+
+
+def save_stats(path: Path, stats: RealStats) -> None:
+    """Atomic .npz write (temp file in the same folder, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    arrays = {"mean": stats.mean, "cov": stats.cov, "n": np.array(stats.n)}
+    if stats.features is not None:
+        arrays["features"] = stats.features.numpy().astype(np.float32)
+    arrays["meta"] = np.array(json.dumps(stats.meta))
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_stats(path: Path) -> RealStats:
+    with np.load(path, allow_pickle=False) as z:
+        feats = torch.from_numpy(z["features"]) if "features" in z else None
+        return RealStats(z["mean"], z["cov"], int(z["n"]), feats, json.loads(str(z["meta"])))
+
+
+@torch.no_grad()
+def compute_real_stats(
+    folder: str,
+    manifest: dict,
+    net: FeatureNetwork,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    max_items: int | None = None,
+    class_index: int | None = None,
+    keep_features: int = 0,
+    device: torch.device | str = "cpu",
+) -> RealStats:
+    """Feature statistics of the dataset's images (call on every rank under DDP)."""
+    rank, world = rank_and_world()
+    shards = shard_limits(manifest, folder, max_items)[rank::world]
+    loader = DataLoader(
+        ShardImages(shards, class_index),
+        batch_size=batch_size,
+        num_workers=min(num_workers, len(shards)),
+    )
+    start = time.perf_counter()
+    stats, kept, budget = FeatureStats.empty(net.dim), [], -(-keep_features // world)
+    for images in loader:
+        feats = net(images.to(device)).cpu()
+        stats.update(feats)
+        if budget > 0:
+            kept.append(feats[:budget])
+            budget -= kept[-1].shape[0]
+    n = int(all_reduce_sum(torch.tensor([stats.n], dtype=torch.float64)).item())
+    total = FeatureStats(n, all_reduce_sum(stats.total), all_reduce_sum(stats.outer))
+    if n < 2:
+        what = f"class {class_index} of " if class_index is not None else ""
+        raise ValueError(f"{what}{folder} has {n} images: too few for feature statistics")
+    features = None
+    if keep_features:
+        features = gather_rows(torch.cat(kept) if kept else torch.zeros(0, net.dim))
+    seconds = time.perf_counter() - start
+    meta = {
+        "version": CACHE_VERSION,
+        "feature_net": net.name,
+        "dim": net.dim,
+        "num_images": n,
+        "resolution": int(manifest["resolution"]),
+        "manifest_sha256": manifest_sha256(manifest),
+        "data_path": str(Path(folder).resolve()),
+        "class_index": class_index,
+        "mirror": False,
+        "seconds": seconds,
+        "world_size": world,
+        "gp3d_version": gp3d.__version__,
+    }
+    return RealStats(total.mean, total.cov, n, features, meta)
+
+
+def real_stats(
+    folder: str,
+    net: FeatureNetwork,
+    cache_dir: str | os.PathLike | None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    max_items: int | None = None,
+    class_index: int | None = None,
+    keep_features: int = 0,
+    device: torch.device | str = "cpu",
+    manifest: dict | None = None,
+) -> RealStats:
+    """Cached real statistics: read ``cache_dir/<cache_name>`` if present and consistent,
+    otherwise compute (all ranks), write (rank 0) and wait (barrier). ``cache_dir=None``
+    disables the cache."""
+    manifest = manifest or read_manifest(folder)
+    path = None
+    if cache_dir is not None:
+        name = cache_name(manifest, net.name, max_items, class_index, keep_features)
+        path = Path(cache_dir) / name
+        if path.is_file():  # written atomically, so a visible file is complete
+            cached = load_stats(path)
+            if cached.meta.get("feature_net") == net.name and cached.meta.get("dim") == net.dim:
+                cached.meta["cache"] = str(path)
+                return cached
+    stats = compute_real_stats(
+        folder,
+        manifest,
+        net,
+        batch_size,
+        num_workers,
+        max_items,
+        class_index,
+        keep_features,
+        device,
+    )
+    if path is not None:
+        if rank_and_world()[0] == 0:
+            save_stats(path, stats)
+        barrier()
+        stats.meta["cache"] = str(path)
+    return stats
