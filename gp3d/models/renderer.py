@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from gp3d.models.compositing import composite, density_activation
-from gp3d.models.ray_samplers import sample_pdf, stratified_samples
+from gp3d.models.ray_samplers import ray_uniforms, sample_pdf, stratified_samples
 
 # field(points [B, M, 3]) -> (rgb [B, M, 3], raw density [B, M, 1])
 Field = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -51,10 +51,21 @@ class VolumeRenderer(nn.Module):
         cut_quantile: float | None = None,
         steps_multiplier: int = 1,
         far: float | None = None,
+        seed: int | None = None,
+        chunk_rays: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Render rays [B, N, 3] -> rgb [B, N, 3], depth [B, N, 1], opacity [B, N, 1]."""
-        n = origins.shape[1]
-        chunk = self.chunk_rays if self.chunk_rays > 0 else n
+        """Render rays [B, N, 3] -> rgb [B, N, 3], depth [B, N, 1], opacity [B, N, 1].
+
+        ``seed``: draw the stratified and importance-sampling jitter from a hash of
+        (seed, ray index) instead of the global RNG, so the image does not depend on the chunk
+        size (inference, tests). ``chunk_rays`` overrides the module's chunk size for this call.
+        """
+        b, n = origins.shape[:2]
+        chunk_rays = self.chunk_rays if chunk_rays is None else chunk_rays
+        chunk = chunk_rays if chunk_rays > 0 else n
+        ray_ids = None
+        if seed is not None:
+            ray_ids = torch.arange(b * n, device=origins.device).reshape(b, n)
         outs = [
             self._render_chunk(
                 field,
@@ -64,6 +75,7 @@ class VolumeRenderer(nn.Module):
                 cut_quantile,
                 steps_multiplier,
                 far if far is not None else self.far,
+                None if ray_ids is None else (seed, ray_ids[:, i : i + chunk]),
             )
             for i in range(0, n, chunk)
         ]
@@ -77,10 +89,18 @@ class VolumeRenderer(nn.Module):
             raw = raw + torch.randn_like(raw) * noise_std
         return rgb.reshape(b, n, s, 3), raw.reshape(b, n, s, 1)
 
-    def _render_chunk(self, field, origins, dirs, noise_std, cut_quantile, steps_multiplier, far):
+    def _render_chunk(
+        self, field, origins, dirs, noise_std, cut_quantile, steps_multiplier, far, seeded=None
+    ):
         near, span = self.near, far - self.near
         b, n, _ = origins.shape
-        s_coarse = stratified_samples((b, n), self.num_coarse * steps_multiplier, origins.device)
+        n_coarse, n_fine = self.num_coarse * steps_multiplier, self.num_fine * steps_multiplier
+        u_coarse = u_fine = None
+        if seeded is not None:
+            seed, ids = seeded
+            u_coarse = ray_uniforms(seed, 0, ids, n_coarse)
+            u_fine = ray_uniforms(seed, 1, ids, n_fine) if n_fine > 0 else None
+        s_coarse = stratified_samples((b, n), n_coarse, origins.device, u=u_coarse)
         t_coarse = near + s_coarse * span
         rgb_c, raw_c = self._evaluate(field, origins, dirs, t_coarse, noise_std)
         if self.num_fine == 0:
@@ -93,9 +113,7 @@ class VolumeRenderer(nn.Module):
         _, _, _, weights = composite(rgb_c, sigma_c, t_coarse, deltas_t=deltas_ref)
         # Proposal pdf over the intervals between coarse midpoints, from weights[1:-1] (spec 2.4).
         mids = 0.5 * (s_coarse[..., 1:] + s_coarse[..., :-1])
-        s_fine = sample_pdf(
-            mids, weights[..., 1:-1].detach() + 1e-5, self.num_fine * steps_multiplier
-        )
+        s_fine = sample_pdf(mids, weights[..., 1:-1].detach() + 1e-5, n_fine, u=u_fine)
         t_fine = near + s_fine * span
         rgb_f, raw_f = self._evaluate(field, origins, dirs, t_fine, noise_std)
 
