@@ -74,13 +74,33 @@ def make_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor
 def save_image(img: torch.Tensor, path: str | Path, quality: int = 95) -> Path:
     """Save a [C, H, W] image in [-1, 1] as PNG/JPEG (written to a temp file, then renamed);
     ``quality`` applies to JPEG (the original's image grids use q95, spec 8.4)."""
+    return save_array(to_uint8(img), path, quality)
+
+
+def save_array(array: np.ndarray, path: str | Path, quality: int = 95) -> Path:
+    """Save an HxWx3 uint8 array as PNG/JPEG, atomically (temp file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     extra = {"quality": quality} if path.suffix.lower() in (".jpg", ".jpeg") else {}
-    Image.fromarray(to_uint8(img)).save(tmp, **extra)
-    os.replace(tmp, path)
+    try:
+        Image.fromarray(array).save(tmp, **extra)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def tile(cells: list[list[np.ndarray]], padding: int = 2) -> np.ndarray:
+    """Rows of equally sized HxWx3 uint8 cells -> one uint8 grid, black ``padding`` between."""
+    h, w, c = cells[0][0].shape
+    rows, cols = len(cells), max(len(r) for r in cells)
+    grid = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c), np.uint8)
+    for i, row in enumerate(cells):
+        for j, cell in enumerate(row):
+            y, x = padding + i * (h + padding), padding + j * (w + padding)
+            grid[y : y + h, x : x + w] = cell
+    return grid
 
 
 class VideoWriter:

@@ -1,0 +1,225 @@
+"""Inference entry point: ``python -m gp3d.generate ckpt=<file> [seeds=...] [trajectory=...]``.
+
+Spec 8.3 / 8.4. Loads the EMA generator from a training checkpoint or a portable export
+(:func:`gp3d.load_generator`), maps one latent per seed (x class) with class-wise truncation,
+places a base camera per class (the mean of 1024 posterior cameras), moves it along a named
+trajectory (``conf/trajectory/``) and writes, per group of ``per_grid`` samples:
+
+- ``<trajectory>_<mode>_NN.mp4``: a video grid (nrow = ceil(sqrt(n))), 30 fps, h264 crf 10;
+- ``<trajectory>_<mode>_NN.jpg``: an image grid, one row per sample, one column per frame;
+- ``mesh_seedSSSS[_classC].ply|obj|glb`` when ``mesh.enabled`` (marching cubes, spec 8.3);
+- ``samples.json``: which seed and class each grid cell shows.
+
+Frames stream into the video as they are rendered and rays render in chunks, so any
+``resolution`` fits in memory.
+"""
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gp3d import inference
+from gp3d.export import LoadedGenerator, load_generator
+from gp3d.mesh import save_mesh
+from gp3d.trajectories import mean_camera
+from gp3d.types import CameraParams, RenderOutput
+from gp3d.utils.media import VideoWriter, colorize_depth, make_grid, save_array, tile, to_uint8
+
+log = logging.getLogger("gp3d.generate")
+MODES = ("rgb", "depth", "both")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_samples(g: LoadedGenerator, seeds, classes) -> list[tuple[int, int | None]]:
+    """(seed, class) pairs: every class x every seed; classes None -> seed % num_classes."""
+    seeds = [int(s) for s in (seeds if isinstance(seeds, list | tuple) else [seeds])]
+    if not seeds:
+        raise ValueError("no seeds given: pass e.g. seeds=[0,1,2,3]")
+    if g.num_classes == 0:
+        if classes:
+            raise ValueError("this generator is unconditional: drop `classes`")
+        return [(s, None) for s in seeds]
+    if classes is None:
+        return [(s, s % g.num_classes) for s in seeds]
+    classes = classes if isinstance(classes, list | tuple) else [classes]
+    return [(s, g.class_index(c)) for c in classes for s in seeds]
+
+
+def display(out: RenderOutput, mode: str, depth_range, colormap: str) -> torch.Tensor:
+    """[B, 3, H, W] (rgb / depth) or [B, 3, H, 2W] (both, side by side) in [-1, 1]."""
+    depth = lambda: colorize_depth(out.depth, *depth_range, colormap)  # noqa: E731
+    if mode == "rgb":
+        return out.rgb.clamp(-1, 1)
+    if mode == "depth":
+        return depth()
+    if mode == "both":
+        return torch.cat([out.rgb.clamp(-1, 1), depth()], dim=-1)
+    raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+
+
+def base_cameras(g: LoadedGenerator, labels: list[int | None], cfg: DictConfig) -> CameraParams:
+    """One base camera per sample: the per-class posterior mean (cached per class) or the
+    centre of the prior box."""
+    if not cfg.camera.use_mean_camera:
+        return mean_camera(g.G.camera_prior, len(labels), g.device)
+    cache: dict = {}
+    for lab in dict.fromkeys(labels):
+        cache[lab] = g.mean_camera(None if lab is None else [lab], cfg.camera.num_samples)
+    return CameraParams.cat([cache[lab] for lab in labels])
+
+
+def _write_json(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def generate(cfg: DictConfig) -> dict[str, list[Path]]:
+    """Run the whole inference protocol of ``cfg`` (conf/generate.yaml); returns written paths."""
+    if cfg.mode not in MODES:
+        raise ValueError(f"mode={cfg.mode!r}; choose one of {MODES}")
+    unknown = set(cfg.outputs) - {"video", "image_grid"}
+    if unknown:
+        raise ValueError(f"unknown outputs {sorted(unknown)}; choose from video, image_grid")
+    g = load_generator(cfg.ckpt, device=pick_device(cfg.device))
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    samples = resolve_samples(g, OmegaConf.to_object(cfg.seeds), _plain(cfg.classes))
+    trajectory = instantiate(cfg.trajectory)
+    name = cfg.trajectory._target_.rsplit(".", 1)[-1]
+    near, far = g.G.renderer.near, g.G.renderer.far
+    depth_range = tuple(cfg.depth_range) if cfg.depth_range is not None else (near, far)
+    bounds = g.G.camera_prior.bounds() if cfg.camera.clamp_to_prior else None
+    written: dict[str, list[Path]] = {"video": [], "image_grid": [], "mesh": []}
+    index = []
+
+    for gi in range(0, len(samples), cfg.per_grid):
+        group = samples[gi : gi + cfg.per_grid]
+        seeds, labels = [s for s, _ in group], [c for _, c in group]
+        z = g.latents(seeds)
+        c = None if labels[0] is None else labels
+        planes = torch.cat(
+            [
+                g.planes(
+                    z[i : i + cfg.batch_size],
+                    None if c is None else c[i : i + cfg.batch_size],
+                    cfg.truncation_psi,
+                    "const",
+                    cfg.class_mean_samples,
+                )
+                for i in range(0, len(group), cfg.batch_size)
+            ]
+        )
+        cams = trajectory(base_cameras(g, labels, cfg), bounds=bounds)
+        stem = out_dir / f"{name}_{cfg.mode}_{gi // cfg.per_grid:02d}"
+        video = None
+        if "video" in cfg.outputs:
+            video = VideoWriter(
+                stem.with_suffix(f".{cfg.video.format}"), cfg.video.fps, cfg.video.crf
+            )
+        rows: list[list[np.ndarray]] = [[] for _ in group]
+        try:
+            for cam in cams:
+                cells = torch.cat(
+                    [
+                        display(
+                            inference.render_planes(
+                                g.G,
+                                planes[i : i + cfg.batch_size],
+                                cam[i : i + cfg.batch_size],
+                                cfg.resolution,
+                                cfg.render_seed,
+                                cfg.chunk_rays,
+                                cfg.steps_multiplier,
+                                cfg.far_offset,
+                            ),
+                            cfg.mode,
+                            depth_range,
+                            cfg.depth_colormap,
+                        ).cpu()
+                        for i in range(0, len(group), cfg.batch_size)
+                    ]
+                )
+                if video is not None:
+                    video.append(make_grid(cells, nrow=math.ceil(math.sqrt(len(group)))))
+                if "image_grid" in cfg.outputs:
+                    for row, cell in zip(rows, cells):
+                        row.append(to_uint8(cell))
+            if video is not None:
+                written["video"].append(video.close())
+        except BaseException:
+            if video is not None:
+                video.abort()
+            raise
+        if "image_grid" in cfg.outputs:
+            path = stem.with_suffix(f".{cfg.image_grid.format}")
+            written["image_grid"].append(save_array(tile(rows), path, cfg.image_grid.quality))
+        names = g.class_names or []
+        for k, (seed, lab) in enumerate(group):
+            name_of = names[lab] if lab is not None and lab < len(names) else None
+            index.append(
+                {
+                    "grid": gi // cfg.per_grid,
+                    "cell": k,
+                    "seed": seed,
+                    "class": lab,
+                    "class_name": name_of,
+                }
+            )
+        if cfg.mesh.enabled:
+            written["mesh"] += _meshes(g, group, cfg, out_dir)
+        log.info("grid %d: %d samples x %d frames", gi // cfg.per_grid, len(group), len(cams))
+
+    _write_json(
+        {"ckpt": str(cfg.ckpt), "trajectory": name, "samples": index}, out_dir / "samples.json"
+    )
+    return written
+
+
+def _meshes(g: LoadedGenerator, group, cfg: DictConfig, out_dir: Path) -> list[Path]:
+    m = cfg.mesh
+    paths = []
+    for seed, lab in group:
+        mesh = g.mesh(
+            g.latents([seed]),
+            None if lab is None else [lab],
+            truncation_psi=m.truncation_psi,
+            resolution=m.resolution,
+            side=m.side,
+            center=tuple(m.center),
+            threshold=m.threshold,
+            crop=m.crop,
+            keep_largest=m.largest_component,
+        )
+        tag = f"mesh_seed{seed:04d}" + ("" if lab is None else f"_class{lab}")
+        paths.append(save_mesh(mesh, out_dir / f"{tag}.{m.format}"))
+    return paths
+
+
+def _plain(node):
+    return OmegaConf.to_object(node) if OmegaConf.is_config(node) else node
+
+
+@hydra.main(config_path="../conf", config_name="generate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    written = generate(cfg)
+    for kind, paths in written.items():
+        for p in paths:
+            print(f"{kind}: {p}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""A randomly initialised tiny generator (no training), wrapped like a loaded export."""
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from gp3d.export import LoadedGenerator
+from tests.helpers import TINY, compose_train
+
+
+def tiny_generator(tmp_path, c_dim: int = 3) -> LoadedGenerator:
+    cfg = compose_train(
+        ["experiment=smoke", *TINY, f"model.c_dim={c_dim}", "model.kd_dim=0"],
+        tmp_path / "run",
+        tmp_path / "data",
+    )
+    G = instantiate(cfg.model.generator).eval().requires_grad_(False)
+    return LoadedGenerator(G=G, config=OmegaConf.to_container(cfg.model.generator, resolve=True))
