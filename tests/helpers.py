@@ -35,8 +35,10 @@ TINY_MODEL = [
     "logger=csv",
     "callbacks.samples.resolution=16",
     "callbacks.samples.num_samples=2",
-    "callbacks.samples.video_frames=3",
-    "callbacks.samples.video_samples=1",
+    "callbacks.video.num_frames=3",
+    "callbacks.video.seeds=[0]",
+    "callbacks.video.resolution=16",
+    "callbacks.video.camera_samples=16",
     "callbacks.nfs.num_samples=2",
     "callbacks.nfs.resolution=16",
 ]

@@ -21,3 +21,75 @@ def test_crossed_kimg_fires_once_per_interval_across_ranks():
     )
     module = SimpleNamespace(nimg=torch.tensor(1024))
     assert not crossed_kimg(trainer, module, batch, every_kimg=0)  # 0 = never
+
+
+# --- VideoLogger ------------------------------------------------------------------------------
+
+
+class WandbLogger:  # the callbacks recognise W&B loggers by class name
+    def __init__(self) -> None:
+        self.logged: list[dict] = []
+        self.experiment = SimpleNamespace(log=self.logged.append)
+
+
+def _fake_run(tmp_path, G, nimg: int):
+    wb = WandbLogger()
+    trainer = SimpleNamespace(
+        default_root_dir=str(tmp_path), loggers=[wb], global_step=7, world_size=1
+    )
+    module = SimpleNamespace(G_ema=G, nimg=torch.tensor(nimg))
+    return trainer, module, wb
+
+
+def test_video_logger_writes_and_logs_turntables_every_k_kimg(tmp_path):
+    import imageio.v3 as iio
+    import wandb
+
+    from gp3d.callbacks.video import VideoLogger
+    from tests.tiny_generator import tiny_generator
+
+    G = tiny_generator(tmp_path, c_dim=3).G.train()
+    cb = VideoLogger(
+        every_kimg=0.004,
+        seeds=[0, 1, 2],
+        classes=[2, 0, 1],
+        num_frames=5,
+        resolution=12,
+        camera_samples=16,
+    )
+    batch = SimpleNamespace(image=torch.zeros(4, 3, 8, 8))
+    for nimg in (4, 8, 12):  # crosses 4 kimg-thousandths at 4 and 8 and 12
+        trainer, module, wb = _fake_run(tmp_path, G, nimg)
+        cb.on_train_batch_end(trainer, module, None, batch, 0)
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [
+        "kimg000000.mp4"
+    ]  # same kimg tag: rewritten in place, never a temp file left
+    video = iio.imread(cb.last_path)
+    # 3 seeds -> a 2 x 2 grid of (12 x 24) cells (RGB | depth), 2 px padding
+    assert video.shape == (5, 2 * 14 + 2, 2 * 26 + 2, 3)
+    assert G.training  # restored after rendering
+    (entry,) = wb.logged
+    assert isinstance(entry["samples/video"], wandb.Video) and entry["trainer/global_step"] == 7
+    # fixed seeds and classes: the same frames every time the callback fires
+    a, b = cb.render(G.eval()), cb.render(G)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    other = VideoLogger(
+        seeds=[0, 1, 2], classes=[0, 0, 0], num_frames=5, resolution=12, camera_samples=16
+    )
+    assert not torch.equal(other.render(G)[0], a[0])  # classes matter
+
+
+def test_video_logger_rejects_bad_settings(tmp_path):
+    import pytest
+
+    from gp3d.callbacks.video import VideoLogger
+
+    with pytest.raises(ValueError, match="2 classes for 3 seeds"):
+        VideoLogger(seeds=[0, 1, 2], classes=[0, 1])
+    with pytest.raises(ValueError, match="mode="):
+        VideoLogger(mode="normals")
+    with pytest.raises(ValueError, match=r"classes \[5\] are out of range"):
+        VideoLogger(seeds=[0], classes=[5]).labels(3)
+    assert VideoLogger(seeds=[0, 1, 2, 3]).labels(3) == [0, 1, 2, 0]
+    assert VideoLogger(seeds=[0, 1], classes=4).labels(5) == [4, 4]
+    assert VideoLogger(seeds=[0, 1]).labels(0) is None

@@ -1,4 +1,4 @@
-"""Fixed-latent sample grids and turntable videos from the EMA generator, saved and logged."""
+"""Fixed-latent sample grids from the EMA generator, saved and logged (videos: ``video.py``)."""
 
 from pathlib import Path
 
@@ -7,23 +7,23 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
 from gp3d.callbacks.interval import crossed_kimg
-from gp3d.trajectories import front_circle, mean_camera, yaw_offsets
-from gp3d.utils.media import depth_to_image, make_grid, save_image, save_video
+from gp3d.callbacks.video import log_to_wandb
+from gp3d.trajectories import mean_camera, yaw_offsets
+from gp3d.utils.media import depth_to_image, make_grid, save_image
 
 
 class SampleLogger(Callback):
     """Every ``every_kimg`` (and at the end) renders fixed latents from several cameras.
 
-    Writes ``samples/kimgXXXXXX.png`` (rows: samples; columns: RGB views then depth views) and
-    ``samples/kimgXXXXXX.mp4`` (a front-circle turntable, spec 8.4) into the run folder, and logs
-    both to W&B when a WandbLogger is attached. Cameras are deterministic offsets around the
-    prior's centre and bypass the camera generator, like the original's training snapshots (P8).
+    Writes ``samples/kimgXXXXXX.png`` (rows: samples; columns: RGB views then depth views) into
+    the run folder, and logs it to W&B when a WandbLogger is attached. Cameras are deterministic
+    yaw offsets around the prior's centre and bypass the camera generator, like the original's
+    training snapshots (P8). Turntable videos come from :class:`gp3d.callbacks.video.VideoLogger`.
 
     Args:
         every_kimg: interval; 0 = only at the end of training.
         num_samples: latents in the grid. views: yaw offsets (radians) of the grid's columns.
         resolution: render size (None = the generator's image resolution).
-        video_samples / video_frames / fps: turntable video settings (0 frames = no video).
         seed: seed of the fixed latents.
     """
 
@@ -33,20 +33,11 @@ class SampleLogger(Callback):
         num_samples: int = 8,
         views: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5),
         resolution: int | None = None,
-        video_samples: int = 4,
-        video_frames: int = 32,
-        fps: int = 25,
         seed: int = 0,
         at_train_end: bool = True,
     ) -> None:
         self.every_kimg, self.num_samples, self.views = every_kimg, num_samples, list(views)
-        self.resolution, self.video_samples = resolution, video_samples
-        self.video_frames, self.fps, self.seed, self.at_train_end = (
-            video_frames,
-            fps,
-            seed,
-            at_train_end,
-        )
+        self.resolution, self.seed, self.at_train_end = resolution, seed, at_train_end
         self.last_paths: list[Path] = []
 
     def _latents(self, pl_module: LightningModule, n: int):
@@ -84,42 +75,13 @@ class SampleLogger(Callback):
         rgbs, depths = self._render(pl_module, z, c, yaw_offsets(base, self.views), res)
         cells = torch.stack(rgbs + depths, dim=1).flatten(0, 1)  # [N * 2V, 3, H, W], sample-major
         paths = [save_image(make_grid(cells, nrow=2 * len(self.views)), out_dir / f"{tag}.png")]
-        if self.video_frames > 0 and self.video_samples > 0:
-            n = min(self.video_samples, self.num_samples)
-            frames_rgb, frames_depth = self._render(
-                pl_module,
-                z[:n],
-                c[:n] if c is not None else None,
-                front_circle(base[:n], self.video_frames),
-                res,
-            )
-            frames = [
-                make_grid(torch.cat([r, d]), nrow=n) for r, d in zip(frames_rgb, frames_depth)
-            ]
-            paths.append(save_video(frames, out_dir / f"{tag}.mp4", fps=self.fps))
         pl_module.G_ema.train(was_training)
-        self._log(trainer, paths)
-        self.last_paths = paths
-        return paths
-
-    def _log(self, trainer: Trainer, paths: list[Path]) -> None:
-        for logger in trainer.loggers:
-            if type(logger).__name__ != "WandbLogger":
-                continue
+        if any(type(lg).__name__ == "WandbLogger" for lg in trainer.loggers):
             import wandb
 
-            for p in paths:
-                item = (
-                    wandb.Image(str(p))
-                    if p.suffix == ".png"
-                    else wandb.Video(str(p), format=p.suffix[1:])
-                )
-                logger.experiment.log(
-                    {
-                        f"samples/{'grid' if p.suffix == '.png' else 'video'}": item,
-                        "trainer/global_step": trainer.global_step,
-                    }
-                )
+            log_to_wandb(trainer, {"samples/grid": wandb.Image(str(paths[0]))})
+        self.last_paths = paths
+        return paths
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if getattr(trainer, "fast_dev_run", False):
