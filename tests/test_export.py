@@ -127,3 +127,15 @@ def test_bad_classes_are_explained(tmp_path):
     with pytest.raises(ValueError, match="unconditional"):
         u.render(u.latents([0]), [1], resolution=8)
     assert u.render(u.latents([0]), resolution=8).rgb.shape == (1, 3, 8, 8)
+
+
+def test_seeded_ray_jitter_is_uniform_and_keyed_by_seed_stream_and_ray():
+    from gp3d.models.ray_samplers import ray_uniforms
+
+    ids = torch.arange(20000).reshape(2, -1)
+    u = ray_uniforms(0, 0, ids, 8)
+    assert u.shape == (2, 10000, 8) and u.min() > 0 and u.max() < 1
+    assert abs(u.mean().item() - 0.5) < 0.01 and abs(u.std().item() - 12**-0.5) < 0.01
+    assert torch.equal(ray_uniforms(0, 0, ids[:, 500:900], 8), u[:, 500:900])  # chunk-free
+    for other in (ray_uniforms(1, 0, ids, 8), ray_uniforms(0, 1, ids, 8)):
+        assert (other == u).float().mean() < 1e-3
