@@ -7,7 +7,9 @@ trajectory (``conf/trajectory/``) and writes, per group of ``per_grid`` samples:
 
 - ``<trajectory>_<mode>_NN.mp4``: a video grid (nrow = ceil(sqrt(n))), 30 fps, h264 crf 10;
 - ``<trajectory>_<mode>_NN.jpg``: an image grid, one row per sample, one column per frame;
-- ``mesh_seedSSSS[_classC].ply|obj|glb`` when ``mesh.enabled`` (marching cubes, spec 8.3);
+- ``mesh_seedSSSS[_classC].ply|obj|glb`` when ``mesh.enabled`` (raw density on a grid,
+  marching cubes, vertex colours; spec 8.3; the original's hard-coded crop of the grid suits
+  face-forward data only and is off unless ``mesh.crop=true``);
 - ``samples.json``: which seed and class each grid cell shows.
 
 Frames stream into the video as they are rendered and rays render in chunks, so any
@@ -133,26 +135,7 @@ def generate(cfg: DictConfig) -> dict[str, list[Path]]:
         rows: list[list[np.ndarray]] = [[] for _ in group]
         try:
             for cam in cams:
-                cells = torch.cat(
-                    [
-                        display(
-                            inference.render_planes(
-                                g.G,
-                                planes[i : i + cfg.batch_size],
-                                cam[i : i + cfg.batch_size],
-                                cfg.resolution,
-                                cfg.render_seed,
-                                cfg.chunk_rays,
-                                cfg.steps_multiplier,
-                                cfg.far_offset,
-                            ),
-                            cfg.mode,
-                            depth_range,
-                            cfg.depth_colormap,
-                        ).cpu()
-                        for i in range(0, len(group), cfg.batch_size)
-                    ]
-                )
+                cells = _frame_cells(g, planes, cam, cfg, depth_range)
                 if video is not None:
                     video.append(make_grid(cells, nrow=math.ceil(math.sqrt(len(group)))))
                 if "image_grid" in cfg.outputs:
@@ -187,6 +170,24 @@ def generate(cfg: DictConfig) -> dict[str, list[Path]]:
         {"ckpt": str(cfg.ckpt), "trajectory": name, "samples": index}, out_dir / "samples.json"
     )
     return written
+
+
+def _frame_cells(g: LoadedGenerator, planes, cam: CameraParams, cfg, depth_range) -> torch.Tensor:
+    """One trajectory frame of a group of samples, in sub-batches: display cells on the CPU."""
+    cells = []
+    for i in range(0, planes.shape[0], cfg.batch_size):
+        out = inference.render_planes(
+            g.G,
+            planes[i : i + cfg.batch_size],
+            cam[i : i + cfg.batch_size],
+            cfg.resolution,
+            cfg.render_seed,
+            cfg.chunk_rays,
+            cfg.steps_multiplier,
+            cfg.far_offset,
+        )
+        cells.append(display(out, cfg.mode, depth_range, cfg.depth_colormap).cpu())
+    return torch.cat(cells)
 
 
 def _meshes(g: LoadedGenerator, group, cfg: DictConfig, out_dir: Path) -> list[Path]:
