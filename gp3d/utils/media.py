@@ -30,18 +30,17 @@ _TURBO = torch.tensor(
         [0.13572138, 4.61539260, -42.66032258, 132.13108234, -152.94239396, 59.28637943],
         [0.09140261, 2.19418839, 4.84296658, -14.18503333, 4.27729857, 2.82956604],
         [0.10667330, 12.64194608, -60.58204836, 110.36276771, -89.90310912, 27.34824973],
-    ],
-    dtype=torch.float64,
-)
+    ]
+)  # float32: MPS has no float64
 COLORMAPS = ("turbo", "gray")
 
 
 def turbo(x: torch.Tensor) -> torch.Tensor:
     """Values [B, 1, H, W] in [0, 1] (clamped) -> RGB [B, 3, H, W] in [0, 1] (turbo colormap)."""
-    x = x.clamp(0, 1).to(torch.float64)
+    x = x.clamp(0, 1).float()
     powers = torch.stack([x[:, 0] ** k for k in range(6)], dim=1)  # [B, 6, H, W]
     rgb = torch.einsum("ck,bkhw->bchw", _TURBO.to(x.device), powers)
-    return rgb.clamp(0, 1).float()
+    return rgb.clamp(0, 1)
 
 
 def colorize_depth(
