@@ -50,7 +50,7 @@ def test_video_logger_writes_and_logs_turntables_every_k_kimg(tmp_path):
 
     G = tiny_generator(tmp_path, c_dim=3).G.train()
     cb = VideoLogger(
-        every_kimg=0.004,
+        every_kimg=4,
         seeds=[0, 1, 2],
         classes=[2, 0, 1],
         num_frames=5,
@@ -58,18 +58,23 @@ def test_video_logger_writes_and_logs_turntables_every_k_kimg(tmp_path):
         camera_samples=16,
     )
     batch = SimpleNamespace(image=torch.zeros(4, 3, 8, 8))
-    for nimg in (4, 8, 12):  # crosses 4 kimg-thousandths at 4 and 8 and 12
+    logged = []
+    for nimg in (2000, 3000, 4000, 5000, 8000):  # every 4 kimg: crossed at 4000 and 8000
         trainer, module, wb = _fake_run(tmp_path, G, nimg)
+        batch.image = torch.zeros(1000 if nimg > 2000 else 2000, 3, 8, 8)
         cb.on_train_batch_end(trainer, module, None, batch, 0)
-    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [
-        "kimg000000.mp4"
-    ]  # same kimg tag: rewritten in place, never a temp file left
+        logged += wb.logged
+    cb.on_train_end(trainer, module)
+    names = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert names == ["kimg000004.mp4", "kimg000008.mp4", "kimg000008_final.mp4"]
     video = iio.imread(cb.last_path)
     # 3 seeds -> a 2 x 2 grid of (12 x 24) cells (RGB | depth), 2 px padding
     assert video.shape == (5, 2 * 14 + 2, 2 * 26 + 2, 3)
     assert G.training  # restored after rendering
-    (entry,) = wb.logged
+    assert len(logged) == 2 and len(wb.logged) == 2  # + the final video in the last run
+    entry = logged[0]
     assert isinstance(entry["samples/video"], wandb.Video) and entry["trainer/global_step"] == 7
+    assert entry["progress/kimg"] == 4.0
     # fixed seeds and classes: the same frames every time the callback fires
     a, b = cb.render(G.eval()), cb.render(G)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
