@@ -275,6 +275,7 @@ def _manifest(
             **common.DEPTH_DESCRIPTION,
             "preprocessing": IMAGE_DESCRIPTION["preprocessing"]
             + "; values kept as stored, Lanczos ringing clipped to [0, 65535]",
+            "estimate": _depth_info(Path(params["depth_dir"])),
         },
         "embedding_dim": None,
         "image": {"key": image_key, **IMAGE_DESCRIPTION},
@@ -291,6 +292,16 @@ def _manifest(
         "skipped_list": SKIPPED_NAME,
         **extra,
     }
+
+
+def _depth_info(depth_dir: Path) -> dict[str, Any] | None:
+    """How the maps were made, from ``estimate_depth``'s ``depth_info.json`` (None: unknown,
+    e.g. maps of a release used in place)."""
+    try:
+        info = json.loads((depth_dir / "depth_info.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return {k: info.get(k) for k in ("estimator", "num_maps", "skipped")}
 
 
 def _write_skipped(out: Path, rows: list[tuple[str, str, str]]) -> None:

@@ -1,0 +1,104 @@
+"""Import one precomputed depth map (the original releases, a LeReS dump, any estimator's PNGs).
+
+Where the map of ``<dir>/<stem>.<ext>`` is looked for under the import root, in order:
+``<dir>/<stem>_depth.png`` (the original's loader, spec 5.1), ``<dir>/<stem>._depth.png`` (the
+original README's spelling) and, when the import root is not the image folder,
+``<dir>/<stem>.png`` (the AdelaiDepth/LeReS dump naming that the original's merge script reads,
+spec 9 step 3).
+
+Checks: the map decodes (16-bit kept, 8-bit x 256 as the original loads ZoeDepth PNGs), has the
+image's aspect ratio (2 % tolerance) and is not all zero. Conversion: ``kind="depth"`` keeps the
+stored values (the releases are LeReS depth already scaled to max 60000; ``renormalise`` rescales
+to that convention), ``kind="disparity"`` inverts (``depth_convert.prediction_to_depth``). Maps of
+another size are resized bilinearly to the image size. A map that needs no change is copied byte
+for byte.
+"""
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from data_prep import common
+from data_prep.depth_convert import DEPTH, prediction_to_depth, resize_depth
+from data_prep.folder_source import depth_relpath
+from data_prep.images import ImageSkip, load_depth
+from data_prep.shard_worker import ASPECT_TOLERANCE, DEPTH_MISMATCH, DEPTH_UNREADABLE, NO_DEPTH
+
+IMAGE_UNREADABLE = "image_unreadable"
+DEPTH_DEGENERATE = "depth_degenerate"  # all zero / non-finite: an estimator failure
+
+
+@dataclass(frozen=True)
+class ImportSettings:
+    image_root: str
+    depth_src: str  # where the precomputed maps are
+    out: str
+    kind: str = DEPTH  # what the stored maps hold: "depth" (larger = farther) or "disparity"
+    renormalise: bool = False  # rescale depth maps to the per-image max 60000
+    max_ratio: float = 10.0  # disparity inversion range (depth_convert)
+
+
+def find_precomputed(settings: ImportSettings, relpath: str) -> Path | None:
+    p, root = Path(relpath), Path(settings.depth_src)
+    names = [depth_relpath(relpath), (p.parent / f"{p.stem}._depth.png").as_posix()]
+    if root.resolve() != Path(settings.image_root).resolve():
+        names.append((p.parent / f"{p.stem}.png").as_posix())
+    for name in names:
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+def write_atomic(path: Path, data: bytes | None = None, copy_from: Path | None = None) -> None:
+    """Write ``data`` (or a copy of ``copy_from``) to ``path`` via a temp file + rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = common.temp_path(path)
+    try:
+        if copy_from is not None:
+            shutil.copyfile(copy_from, tmp)
+        else:
+            tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def import_one(settings: ImportSettings, relpath: str) -> tuple[str, str] | None:
+    """Import the map of ``relpath``; ``None`` on success, else ``(reason, detail)``."""
+    try:
+        with Image.open(Path(settings.image_root) / relpath) as img:
+            w, h = img.size
+    except (OSError, SyntaxError, ValueError) as err:
+        return IMAGE_UNREADABLE, str(err)
+    src = find_precomputed(settings, relpath)
+    if src is None:
+        return NO_DEPTH, f"no {depth_relpath(relpath)} under {settings.depth_src}"
+    try:
+        with Image.open(src) as probe:
+            is_16bit = probe.mode.startswith("I;16")
+        raw = load_depth(src)
+    except (ImageSkip, OSError) as err:
+        return DEPTH_UNREADABLE, f"{src.name}: {err}"
+    dh, dw = raw.shape[:2]
+    if abs((dw / dh) / (w / h) - 1.0) > ASPECT_TOLERANCE:
+        return DEPTH_MISMATCH, f"image {w}x{h} but depth {dw}x{dh}"
+    if raw.max() == 0:
+        return DEPTH_DEGENERATE, f"{src.name} is all zero"
+    dst = Path(settings.out) / depth_relpath(relpath)
+    if settings.kind == DEPTH and not settings.renormalise:
+        if is_16bit and (dh, dw) == (h, w):
+            write_atomic(dst, copy_from=src)  # already in the shard convention
+        else:
+            write_atomic(dst, common.encode_png(resize_depth(raw, (w, h))))
+        return None
+    values = raw.astype(np.float64)
+    if settings.kind == DEPTH:
+        depth = values
+    else:
+        depth = prediction_to_depth(values, settings.kind, settings.max_ratio)
+    write_atomic(dst, common.encode_relative_depth(resize_depth(depth, (w, h))))
+    return None

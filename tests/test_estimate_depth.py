@@ -1,0 +1,175 @@
+"""estimate_depth on photographs: conversions, importing releases, tiny random transformers models
+(from a preset and from a saved local folder), resume after an interruption, odd files counted."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from data_prep import common
+from data_prep import estimate_depth as ed
+from data_prep import write_shards as ws
+from data_prep.depth_convert import infer_prediction_kind, prediction_to_depth, resize_depth
+from data_prep.depth_model import DepthModel, DepthModelError
+from data_prep.folder_source import depth_relpath
+from data_prep.images import load_depth
+from data_prep.shard_worker import find_depth
+from tests.photo_dataset import make_photo_dataset
+
+TINY = "random:depth-anything-tiny"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return make_photo_dataset(tmp_path_factory.mktemp("p") / "src", per_class=2, train_subdir=True)
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory):  # no depth maps at all: what a depth model is for
+    return make_photo_dataset(tmp_path_factory.mktemp("b") / "src", per_class=2, depth="none")
+
+
+def _maps(folder):
+    return {p.relative_to(folder).as_posix(): load_depth(p) for p in folder.rglob("*_depth.png")}
+
+
+def test_disparity_is_inverted_and_clipped():
+    disp = np.array([[4.0, 2.0], [0.4, 0.0]])  # larger = nearer; 0 = sky
+    depth = prediction_to_depth(disp, "disparity", max_ratio=10)
+    assert np.allclose(depth, [[1.0, 2.0], [10.0, 10.0]])  # nearest 1, far plane max_ratio
+    raw = np.asarray(Image.open(io.BytesIO(common.encode_relative_depth(depth))))
+    assert raw.max() == common.DEPTH_MAX_VALUE and raw.min() == common.DEPTH_MAX_VALUE // 10
+    metric = prediction_to_depth(np.array([[3.0, 0.0], [np.nan, 30.0]]), "depth", max_ratio=10)
+    assert np.allclose(metric, [[3.0, 3.0], [3.0, 30.0]])  # kept, floored at max / ratio
+    with pytest.raises(ValueError, match="no finite positive"):
+        prediction_to_depth(np.zeros((3, 3)), "disparity")
+    assert resize_depth(np.full((4, 6), 7, np.uint16), (12, 8)).shape == (8, 12)
+
+
+def test_prediction_kind_from_config():
+    from transformers import DepthAnythingConfig, DPTConfig, ZoeDepthConfig
+
+    assert infer_prediction_kind(DepthAnythingConfig()) == "disparity"
+    assert infer_prediction_kind(DepthAnythingConfig(depth_estimation_type="metric")) == "depth"
+    assert infer_prediction_kind(DPTConfig()) == "disparity"
+    assert infer_prediction_kind(ZoeDepthConfig()) == "depth"
+    with pytest.raises(ValueError, match="--prediction"):
+        infer_prediction_kind(type("C", (), {"model_type": "mystery"})())
+
+
+def test_import_release_maps_matches_reading_them_in_place(photos, tmp_path):
+    res = ed.estimate_depth(photos.src, tmp_path / "d", import_from=photos.src, workers=2)
+    maps = _maps(tmp_path / "d")
+    # images of the release with a usable map: kept ones plus files write_shards skips later
+    assert set(maps) == {depth_relpath(r) for r in photos.kept}
+    assert res.written == len(maps) and res.skipped["no_depth"] == 1
+    assert res.skipped["depth_mismatch"] >= 1 and res.skipped["image_unreadable"] == 1
+    for rel in photos.kept:  # 16-bit copied, 8-bit x 256, the ._depth.png spelling found
+        src = find_depth(photos.image_root, rel)
+        assert np.array_equal(maps[depth_relpath(rel)], load_depth(src))
+    # shards from the imported tree are byte-identical to shards reading the release in place
+    kw = dict(resolution=32, shard_size=4)
+    ws.write_shards(photos.src, tmp_path / "a", **kw)
+    ws.write_shards(photos.src, tmp_path / "b", depth_dir=tmp_path / "d", **kw)
+    shards = [sorted(p.read_bytes() for p in (tmp_path / x).glob("*.tar")) for x in "ab"]
+    assert shards[0] == shards[1]
+    manifest = common.read_manifest(tmp_path / "b")
+    assert manifest["depth"]["estimate"]["estimator"]["method"] == "import"
+    assert manifest["depth"]["estimate"]["num_maps"] == len(maps)
+
+
+def test_import_leres_dump_disparity_and_resizing(tmp_path):
+    ds = make_photo_dataset(tmp_path / "src", per_class=1, odd_files=False, depth="none")
+    dump = tmp_path / "dump"  # LeReS-style names <stem>.png, half size, as disparity
+    truth = {}
+    for rel in ds.kept:
+        w, h = Image.open(ds.image_root / rel).size
+        yy = np.linspace(1.0, 4.0, h // 2)[:, None] * np.ones((1, w // 2))  # depth grows downward
+        truth[rel] = yy
+        path = dump / rel.rsplit(".", 1)[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".png").write_bytes(common.encode_relative_depth(1.0 / yy))
+    res = ed.estimate_depth(ds.src, tmp_path / "d", import_from=dump, kind="disparity")
+    assert res.written == len(ds.kept) and not res.skipped
+    for rel in ds.kept:
+        d = load_depth(tmp_path / "d" / depth_relpath(rel))
+        assert d.shape == np.asarray(Image.open(ds.image_root / rel)).shape[:2]  # resized
+        assert d.max() == common.DEPTH_MAX_VALUE and d[-1].mean() > 3 * d[0].mean()  # inverted
+
+
+def test_random_model_maps_feed_write_shards(bare, tmp_path):
+    res = ed.estimate_depth(bare.src, tmp_path / "d", model=TINY, batch_size=3)
+    assert res.written == bare.num_kept + 1  # + the tiny 5x4 image (write_shards skips it)
+    assert res.skipped == {"truncated": 1, "unreadable": 1}
+    maps = _maps(tmp_path / "d")
+    for rel in bare.kept:  # at the image's size, nearest at 60000 / max_ratio, farthest 60000
+        d = maps[depth_relpath(rel)]
+        assert d.shape == Image.open(bare.image_root / rel).size[::-1]
+        assert d.max() == common.DEPTH_MAX_VALUE and d.min() >= common.DEPTH_MAX_VALUE // 10 - 1
+    out = ws.write_shards(bare.src, tmp_path / "s", resolution=32, shard_size=4,
+                          depth_dir=tmp_path / "d")  # fmt: skip
+    assert out.num_samples == bare.num_kept
+    estimate = common.read_manifest(tmp_path / "s")["depth"]["estimate"]["estimator"]
+    assert estimate["source"] == TINY and estimate["prediction"] == "disparity"
+
+
+def test_local_model_folder_and_clear_errors(bare, tmp_path):
+    model = DepthModel("random:dpt-tiny", seed=3).load("cpu")
+    folder = tmp_path / "dpt"
+    model.model.save_pretrained(folder)
+    model.processor.save_pretrained(folder)
+    argv = [str(bare.src), "--out", str(tmp_path / "d"), "--model", str(folder), "--quiet",
+            "--workers", "0", "--batch-size", "4"]  # fmt: skip
+    assert ed.main(argv) == 0
+    info = (tmp_path / "d" / ed.INFO_NAME).read_text()
+    assert '"model_type": "dpt"' in info and '"prediction": "disparity"' in info
+    assert {depth_relpath(r) for r in bare.kept} <= set(_maps(tmp_path / "d"))
+    with pytest.raises(DepthModelError, match="local folder holding config.json"):
+        DepthModel(str(tmp_path / "missing_model")).load("cpu")
+    with pytest.raises(DepthModelError, match="unknown random preset"):
+        DepthModel("random:huge").load("cpu")
+    with pytest.raises(FileExistsError, match="other parameters"):  # other model, same --out
+        ed.estimate_depth(bare.src, tmp_path / "d", model=TINY)
+    with pytest.raises(ValueError, match="inside the image folder"):
+        ed.estimate_depth(bare.src, bare.src / "depth", model=TINY)
+
+
+def test_resume_after_interruption(bare, tmp_path):
+    full = tmp_path / "full"
+    ed.estimate_depth(bare.src, full, model=TINY, batch_size=2)
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        ed.estimate_depth(bare.src, out, model=TINY, batch_size=2, on_progress=stop)
+    first = _maps(out)
+    assert 0 < len(first) < len(_maps(full))
+    assert not list(out.rglob("*.tmp-*")) and not (out / ed.INFO_NAME).exists()
+    (out / "n02_cat").mkdir(exist_ok=True)
+    (out / "n02_cat" / ".cat_00_depth.png.tmp-99999").write_bytes(b"torn")  # a killed run's
+    res = ed.estimate_depth(bare.src, out, model=TINY, batch_size=2)
+    assert res.reused == len(first) and res.written + res.reused == len(_maps(full))
+    assert not list(out.rglob("*.tmp-*")) and (out / ed.INFO_NAME).is_file()
+    resumed, ref = _maps(out), _maps(full)
+    assert set(resumed) == set(ref)
+    for k in ref:  # batch composition differs after resuming: float noise only
+        assert np.abs(resumed[k].astype(int) - ref[k].astype(int)).max() <= 2
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        ed.main(["--help"])
+    text = capsys.readouterr().out
+    assert exc.value.code == 0 and "--import-from" in text and "--model" in text
