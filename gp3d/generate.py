@@ -91,6 +91,11 @@ def _write_json(obj, path: Path) -> None:
 
 def generate(cfg: DictConfig) -> dict[str, list[Path]]:
     """Run the whole inference protocol of ``cfg`` (conf/generate.yaml); returns written paths."""
+    if OmegaConf.is_missing(cfg, "ckpt"):
+        raise ValueError(
+            "no checkpoint given: pass ckpt=<run>/checkpoints/last.ckpt or a file written by "
+            "`python -m gp3d.export`"
+        )
     if cfg.mode not in MODES:
         raise ValueError(f"mode={cfg.mode!r}; choose one of {MODES}")
     unknown = set(cfg.outputs) - {"video", "image_grid"}
@@ -216,7 +221,11 @@ def _plain(node):
 
 @hydra.main(config_path="../conf", config_name="generate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    written = generate(cfg)
+    try:
+        written = generate(cfg)
+    except (ValueError, FileNotFoundError) as err:  # bad input: a message, not a traceback
+        log.error("%s", err)
+        raise SystemExit(2) from None
     for kind, paths in written.items():
         for p in paths:
             print(f"{kind}: {p}")

@@ -114,6 +114,8 @@ def test_bad_options_are_explained(tiny_run, tmp_path):
         generate(compose_generate([*base, "mode=normals"], tmp_path))
     with pytest.raises(ValueError, match="unknown class 'zebra'"):
         generate(compose_generate([*base, "classes=[zebra]"], tmp_path))
+    with pytest.raises(ValueError, match="no checkpoint given"):
+        generate(compose_generate(FAST, tmp_path))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         generate(compose_generate(["ckpt=/nonexistent.ckpt", *FAST], tmp_path))
 
