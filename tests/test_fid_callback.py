@@ -35,6 +35,8 @@ def _worker(rank: int, world: int, init: str, ckpt: str, data: str, cache: str, 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         result = _evaluate(ckpt, data, cache)
+        cached = _evaluate(ckpt, data, cache)  # second pass: rank 0 reads the cache, shares it
+        result["cached_fid"] = cached["fid"]
         torch.save(result, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
@@ -49,6 +51,8 @@ def test_two_gloo_processes_give_the_single_process_fid(tiny_run, tmp_path):
     single = _evaluate(*args, str(tmp_path / "c1"))
     r0, r1 = torch.load(f"{out}.0"), torch.load(f"{out}.1")
     assert r0["fid"] == r1["fid"]  # identical on every rank (broadcast)
+    assert r0["cached_fid"] == r1["cached_fid"] == pytest.approx(r0["fid"], rel=1e-9)
+    assert len(list((tmp_path / "c2").glob("*.npz"))) == 1
     assert r0["fid"] == pytest.approx(single["fid"], rel=1e-6)
     assert r0["features"].shape == (NUM_FAKES, 16)
     torch.testing.assert_close(r0["features"], single["features"], rtol=1e-5, atol=1e-6)

@@ -92,5 +92,11 @@ def test_kept_features_and_bad_cache_files(dataset, tmp_path):
     assert stats.features.shape == (7, 8)
     reloaded = rs.real_stats(str(dataset), net, tmp_path, keep_features=7)
     assert torch.equal(reloaded.features, stats.features)
+    cache_file = tmp_path / rs.cache_name(read_manifest(dataset), net.name, keep_features=7)
+    cache_file.write_bytes(b"damaged")
+    with pytest.warns(UserWarning, match="unreadable"):
+        redone = rs.real_stats(str(dataset), net, tmp_path, keep_features=7)
+    assert torch.equal(redone.features, stats.features)
+    assert rs.load_stats(cache_file).n == 20  # rewritten
     with pytest.raises(ValueError, match="too few"):
         rs.real_stats(str(dataset), net, None, class_index=99)

@@ -54,6 +54,31 @@ def broadcast_value(value: float, src: int = 0) -> float:
     return float(t.item())
 
 
+def broadcast_tensor(x: torch.Tensor | None, src: int = 0) -> torch.Tensor:
+    """Rank ``src``'s tensor (any shape and dtype; other ranks may pass None) on every rank."""
+    if rank_and_world()[1] == 1:
+        return x
+    dev = _comm_device()
+    is_src = dist.get_rank() == src
+    dtypes = [torch.float64, torch.float32, torch.int64]
+    header = torch.full((8,), -1, dtype=torch.int64, device=dev)
+    if is_src:
+        if x.ndim > 6:
+            raise ValueError("broadcast_tensor supports at most 6 dimensions")
+        header[0] = dtypes.index(x.dtype)
+        header[1] = x.ndim
+        header[2 : 2 + x.ndim] = torch.tensor(x.shape)
+    dist.broadcast(header, src)
+    shape = header[2 : 2 + int(header[1])].tolist()
+    buf = (
+        x.to(dev).contiguous()
+        if is_src
+        else torch.empty(shape, dtype=dtypes[header[0]], device=dev)
+    )
+    dist.broadcast(buf, src)
+    return buf.cpu()
+
+
 def barrier() -> None:
     if rank_and_world()[1] > 1:
         dist.barrier()

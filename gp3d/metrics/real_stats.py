@@ -14,6 +14,8 @@ import os
 import re
 import tarfile
 import time
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +26,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 import gp3d
 from data_prep.common import manifest_sha256, read_manifest, shard_paths
-from gp3d.metrics.distributed import all_reduce_sum, barrier, gather_rows, rank_and_world
+from gp3d.metrics.distributed import (
+    all_reduce_sum,
+    barrier,
+    broadcast_tensor,
+    broadcast_value,
+    gather_rows,
+    rank_and_world,
+)
 from gp3d.metrics.feature_net import FeatureNetwork
 from gp3d.metrics.fid import FeatureStats
 
@@ -147,6 +156,37 @@ def load_stats(path: Path) -> RealStats:
         return RealStats(z["mean"], z["cov"], int(z["n"]), feats, json.loads(str(z["meta"])))
 
 
+def _read_valid(path: Path, net: FeatureNetwork) -> RealStats | None:
+    if not path.is_file():  # written atomically, so a visible file is complete
+        return None
+    try:
+        cached = load_stats(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:  # damaged from outside
+        warnings.warn(
+            f"ignoring unreadable FID statistics cache {path} ({err}); recomputing", stacklevel=3
+        )
+        return None
+    if cached.meta.get("feature_net") != net.name or cached.meta.get("dim") != net.dim:
+        return None
+    return cached
+
+
+def _share(stats: RealStats | None) -> RealStats | None:
+    """Rank 0's (possibly absent) cached statistics on every rank."""
+    have = broadcast_value(float(stats is not None))
+    if not have:
+        return None
+    src = stats if stats is not None else RealStats(None, None, 0)
+    mean = broadcast_tensor(None if stats is None else torch.from_numpy(src.mean)).numpy()
+    cov = broadcast_tensor(None if stats is None else torch.from_numpy(src.cov)).numpy()
+    n = int(broadcast_value(float(src.n)))
+    has_feats = broadcast_value(float(src.features is not None))
+    feats = broadcast_tensor(src.features) if has_feats else None
+    meta = [src.meta]
+    torch.distributed.broadcast_object_list(meta, 0)
+    return RealStats(mean, cov, n, feats, meta[0])
+
+
 @torch.no_grad()
 def compute_real_stats(
     folder: str,
@@ -221,11 +261,14 @@ def real_stats(
     if cache_dir is not None:
         name = cache_name(manifest, net.name, max_items, class_index, keep_features)
         path = Path(cache_dir) / name
-        if path.is_file():  # written atomically, so a visible file is complete
-            cached = load_stats(path)
-            if cached.meta.get("feature_net") == net.name and cached.meta.get("dim") == net.dim:
-                cached.meta["cache"] = str(path)
-                return cached
+        # rank 0 decides and shares what it read: every rank takes the same branch (the
+        # collectives below), even when the cache folder is not shared between nodes
+        cached = _read_valid(path, net) if rank_and_world()[0] == 0 else None
+        if rank_and_world()[1] > 1:
+            cached = _share(cached)
+        if cached is not None:
+            cached.meta["cache"] = str(path)
+            return cached
     stats = compute_real_stats(
         folder,
         manifest,
