@@ -184,6 +184,8 @@ def evaluate(
         entry: dict = {"num_fakes": spec.num}
         if spec.kind == "nfs":
             entry["value"] = compute_nfs(G, spec.num, batch_size=batch_size, seed=seed)
+            if class_index is not None or truncation_psi != 1.0:
+                entry["note"] = "NFS keeps its own protocol (spec 8.2): random labels, psi = 1"
         elif spec.kind == "is":
             net = net_for(net_spec)
             entry["feature_net"] = net.name

@@ -108,6 +108,11 @@ class FIDCallback(Callback):
         # fail at start, not hours in, if the network's weights are unavailable
         self.net = load_feature_network(self.feature_net, device=pl_module.device)
         dm = trainer.datamodule
+        if dm is None or not hasattr(dm, "manifest"):
+            raise RuntimeError(
+                "FIDCallback reads the real images through the gp3d datamodule (its path and "
+                "manifest): fit with datamodule=GP3DDataModule(...), or remove callbacks.fid"
+            )
         cache = self.cache_dir or str(Path(dm.path).resolve().parent / "fid_stats")
         start = time.perf_counter()
         self.reals = real_stats(
