@@ -11,6 +11,8 @@
    files (image + depth), and over the source JPEGs cropped/resized on the fly.
 3. An estimate of the wall time of ``write_shards`` for ImageNet (1,281,167 images) on 32 cores,
    assuming linear scaling (depth estimation and teacher features run on a GPU: not included).
+4. ``--networks``: CPU seconds per image of the depth, teacher and selection networks at their
+   real sizes (``data_prep/bench_networks.py``) and a CPU-only estimate of the whole chain.
 
 Files live in a temporary folder (page cache warm for every loader: the ratio measures decoding
 and file-handling overhead, not disk speed).
@@ -115,7 +117,9 @@ def export_samples(shards: Path, folder: Path) -> None:
             (folder / f"{s['__key__']}_depth.png").write_bytes(s["depth.png"])
 
 
-def run(num_images: int, resolution: int, batch: int, pool_workers: int, root: Path) -> None:
+def run(
+    num_images: int, resolution: int, batch: int, pool_workers: int, root: Path, networks: bool
+) -> None:
     torch.set_num_threads(1)
     src, shards = root / "src", root / "shards"
     t0 = time.perf_counter()
@@ -142,7 +146,7 @@ def run(num_images: int, resolution: int, batch: int, pool_workers: int, root: P
     nb = num_images // batch
     pipe = make_pipeline(common.shard_paths(shards, manifest), resolution=resolution,
                          per_device_batch=batch, num_batches=nb, shuffle_buffer=min(500, num_images),
-                         xflip=True)  # fmt: skip
+                         xflip=False)  # fmt: skip  (like for like: the baselines do not flip)
     shard_rate = _rate(DataLoader(pipe, batch_size=None, num_workers=0), batch)
     file_loader = DataLoader(FileDataset(files), batch, shuffle=True, num_workers=0, drop_last=True)
     file_rate = _rate(file_loader, batch)
@@ -170,6 +174,24 @@ def run(num_images: int, resolution: int, batch: int, pool_workers: int, root: P
         "separate steps. CPU: "
         f"{os.cpu_count()} cores visible, torch threads 1; shared machines give noisy figures."
     )
+    if networks:
+        _print_network_costs(per_core)
+
+
+def _print_network_costs(write_per_core: float) -> None:
+    from data_prep.bench_networks import network_costs
+
+    rows = network_costs()
+    print(f"\n{'network (random weights, 1 thread)':<52} {'value':>10}  unit")
+    for name, sec in rows:
+        print(f"{name:<52} {sec:>10.3f}  s/image")
+    total = sum(sec for _, sec in rows) + 1.0 / write_per_core
+    hours = IMAGENET_TRAIN_IMAGES * total / 32 / 3600
+    print(
+        f"CPU-only ImageNet estimate on 32 cores (selection + depth + write_shards + teacher, "
+        f"linear scaling, {total:.2f} core-s/image): ~{hours:.1f} h. With a GPU the networks "
+        "move off the CPU (not measured here)."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,12 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="also time write_shards with this many processes (0: skip)")  # fmt: skip
     parser.add_argument("--dir", help="work folder (default: a temporary one, removed after)")
+    parser.add_argument("--networks", action="store_true",
+                        help="also time the depth / teacher / selection networks on the CPU")  # fmt: skip
     args = parser.parse_args(argv)
     if args.dir:
-        run(args.images, args.resolution, args.batch, args.pool_workers, Path(args.dir))
+        run(args.images, args.resolution, args.batch, args.pool_workers, Path(args.dir),
+            args.networks)  # fmt: skip
     else:
         with tempfile.TemporaryDirectory(prefix="gp3d-bench-") as tmp:
-            run(args.images, args.resolution, args.batch, args.pool_workers, Path(tmp))
+            run(args.images, args.resolution, args.batch, args.pool_workers, Path(tmp),
+                args.networks)  # fmt: skip
     return 0
 
 

@@ -96,3 +96,13 @@ def test_make_target_command_line():
     assert "--select-ratio 0.5" in out and "--workers 3" in out
     usage = subprocess.run(["make", "shards"], capture_output=True, text=True)
     assert usage.returncode != 0 and "usage: make shards" in usage.stdout
+
+
+def test_every_tool_has_help(capsys):
+    from data_prep import estimate_depth, extract_features, select_instances, validate, write_shards
+
+    for tool in (make_shards, select_instances, estimate_depth, write_shards, extract_features,
+                 validate):  # fmt: skip
+        with pytest.raises(SystemExit) as exc:
+            tool.main(["--help"])
+        assert exc.value.code == 0 and "usage:" in capsys.readouterr().out
