@@ -106,3 +106,15 @@ def test_every_tool_has_help(capsys):
         with pytest.raises(SystemExit) as exc:
             tool.main(["--help"])
         assert exc.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["imagenet", "dogs", "elephants", "horses"])
+def test_dataset_configs_compose(name, tmp_path):
+    from tests.helpers import compose_train
+
+    experiment = "3dgp_imagenet" if name == "imagenet" else "3dgp"
+    cfg = compose_train(
+        [f"data={name}", f"experiment={experiment}"], tmp_path / "r", tmp_path / "d"
+    )
+    assert cfg.data.path == str(tmp_path / "d" / f"{name}_256") and cfg.data.resolution == 256
+    assert cfg.data.create_hint.startswith("make shards SRC=")
