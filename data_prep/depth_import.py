@@ -30,6 +30,7 @@ from data_prep.shard_worker import ASPECT_TOLERANCE, DEPTH_MISMATCH, DEPTH_UNREA
 
 IMAGE_UNREADABLE = "image_unreadable"
 DEPTH_DEGENERATE = "depth_degenerate"  # all zero / non-finite: an estimator failure
+EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,15 @@ class ImportSettings:
     kind: str = DEPTH  # what the stored maps hold: "depth" (larger = farther) or "disparity"
     renormalise: bool = False  # rescale depth maps to the per-image max 60000
     max_ratio: float = 10.0  # disparity inversion range (depth_convert)
+
+
+def displayed_size(path: Path) -> tuple[int, int]:
+    """(width, height) after EXIF orientation, as ``images.load_rgb`` (and LeReS, through
+    OpenCV) see the image; read from the header, without decoding."""
+    with Image.open(path) as img:
+        w, h = img.size
+        rotated = img.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8)
+    return (h, w) if rotated else (w, h)
 
 
 def find_precomputed(settings: ImportSettings, relpath: str) -> Path | None:
@@ -70,8 +80,7 @@ def write_atomic(path: Path, data: bytes | None = None, copy_from: Path | None =
 def import_one(settings: ImportSettings, relpath: str) -> tuple[str, str] | None:
     """Import the map of ``relpath``; ``None`` on success, else ``(reason, detail)``."""
     try:
-        with Image.open(Path(settings.image_root) / relpath) as img:
-            w, h = img.size
+        w, h = displayed_size(Path(settings.image_root) / relpath)
     except (OSError, SyntaxError, ValueError) as err:
         return IMAGE_UNREADABLE, str(err)
     src = find_precomputed(settings, relpath)

@@ -201,6 +201,23 @@ def _write_map(out: Path, relpath: str, prediction, kind: str, max_ratio: float)
     return None
 
 
+def _predict(model: DepthModel, batch: list, todo: list[str]) -> tuple[list, list]:
+    """Predictions of a batch; if the batch fails (e.g. out of memory), image by image, and an
+    image that still fails is counted (``error``) instead of stopping the run."""
+    try:
+        return model.predict(torch.stack([b[1] for b in batch]), [b[2] for b in batch]), []
+    except RuntimeError:
+        pass
+    preds, failed = [], []
+    for b in batch:
+        try:
+            preds += model.predict(b[1][None], [b[2]])
+        except RuntimeError as err:
+            preds.append(None)
+            failed.append((todo[b[0]], "error", f"depth model: {err}"))
+    return preds, failed
+
+
 def _run_model(
     model: DepthModel, root: Path, out: Path, todo: list[str], batch_size: int, workers: int,
     max_ratio: float,
@@ -226,10 +243,12 @@ def _run_model(
             for items in groups.values():
                 for s in range(0, len(items), batch_size):
                     batch = items[s : s + batch_size]
-                    preds = model.predict(torch.stack([b[1] for b in batch]), [b[2] for b in batch])
+                    preds, failed = _predict(model, batch, todo)
+                    skips += failed
                     futures += [
                         writers.submit(_write_map, out, todo[b[0]], p, model.prediction, max_ratio)
                         for b, p in zip(batch, preds, strict=True)
+                        if p is not None
                     ]
             skips += [r for f in futures if (r := f.result()) is not None]
             yield len(chunk), skips

@@ -173,3 +173,36 @@ def test_cli_help(capsys):
         ed.main(["--help"])
     text = capsys.readouterr().out
     assert exc.value.code == 0 and "--import-from" in text and "--model" in text
+
+
+def test_exif_rotated_image_imports_map_of_the_displayed_image(tmp_path):
+    src = tmp_path / "flat"
+    src.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 60x40, displayed 40x60 (rotated 90 degrees)
+    Image.new("RGB", (60, 40), (90, 120, 200)).save(src / "rot.jpg", exif=exif)
+    depth = np.linspace(1, 2, 60)[:, None] * np.ones((1, 40))  # displayed orientation
+    (src / "rot_depth.png").write_bytes(common.encode_relative_depth(depth))
+    res = ed.estimate_depth(src, tmp_path / "d", import_from=src)
+    assert res.written == 1 and not res.skipped
+    shards = ws.write_shards(src, tmp_path / "s", resolution=16, depth_dir=tmp_path / "d")
+    assert shards.num_samples == 1  # write_shards agrees on the orientation
+
+
+def test_a_failing_batch_falls_back_to_single_images(bare, tmp_path, monkeypatch):
+    real = DepthModel.predict
+    sizes_of = {rel: Image.open(bare.image_root / rel).size[::-1] for rel in bare.kept}
+    bad = sizes_of[sorted(bare.kept)[0]]  # (H, W) of one image that keeps failing on its own
+
+    def flaky(self, pixels, sizes):
+        if len(sizes) > 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        if tuple(sizes[0]) == bad:
+            raise RuntimeError("kernel error (simulated)")
+        return real(self, pixels, sizes)
+
+    monkeypatch.setattr(DepthModel, "predict", flaky)
+    res = ed.estimate_depth(bare.src, tmp_path / "d", model=TINY, batch_size=4)
+    n_bad = sum(s == bad for s in sizes_of.values())
+    assert res.skipped["error"] == n_bad and res.written == bare.num_kept + 1 - n_bad
+    assert "kernel error (simulated)" in (tmp_path / "d" / ed.SKIPPED_NAME).read_text()
