@@ -111,3 +111,18 @@ def import_one(settings: ImportSettings, relpath: str) -> tuple[str, str] | None
         depth = prediction_to_depth(values, settings.kind, settings.max_ratio)
     write_atomic(dst, common.encode_relative_depth(resize_depth(depth, (w, h))))
     return None
+
+
+def import_chunk(args: tuple[ImportSettings, list[str]]) -> list[tuple[str, str, str]]:
+    """Import a list of images (one pool task; this module imports no torch, so spawned
+    workers start fast); returns ``(relpath, reason, detail)`` of the skipped ones."""
+    settings, relpaths = args
+    skips = []
+    for rel in relpaths:
+        try:
+            res = import_one(settings, rel)
+        except Exception as err:  # noqa: BLE001 - one odd file must not stop the run
+            res = ("error", f"{type(err).__name__}: {err}")
+        if res is not None:
+            skips.append((rel, *res))
+    return skips

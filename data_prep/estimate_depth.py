@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from data_prep import common
 from data_prep.depth_convert import DEFAULT_MAX_RATIO, DEPTH, PREDICTION_KINDS, prediction_to_depth
-from data_prep.depth_import import DEPTH_DEGENERATE, ImportSettings, import_one, write_atomic
+from data_prep.depth_import import DEPTH_DEGENERATE, ImportSettings, import_chunk, write_atomic
 from data_prep.depth_model import DepthModel
 from data_prep.folder_source import depth_relpath, scan_image_folder
 from data_prep.images import ImageSkip, load_rgb
@@ -128,30 +128,17 @@ def _finish(
 # Importing
 
 
-def _import_chunk(args: tuple[ImportSettings, list[str]]) -> list[tuple[str, str, str]]:
-    settings, relpaths = args
-    skips = []
-    for rel in relpaths:
-        try:
-            res = import_one(settings, rel)
-        except Exception as err:  # noqa: BLE001 - one odd file must not stop the run
-            res = ("error", f"{type(err).__name__}: {err}")
-        if res is not None:
-            skips.append((rel, *res))
-    return skips
-
-
 def _run_import(settings: ImportSettings, todo: list[str], workers: int) -> Iterator[tuple]:
     """(number of images done, their skips) per chunk."""
     chunks = [todo[i : i + IMPORT_CHUNK] for i in range(0, len(todo), IMPORT_CHUNK)]
     if workers == 0 or len(chunks) < 2:
         for chunk in chunks:
-            yield len(chunk), _import_chunk((settings, chunk))
+            yield len(chunk), import_chunk((settings, chunk))
         return
     pool = multiprocessing.get_context("spawn").Pool(min(workers, len(chunks)))
     try:
         for chunk, skips in zip(
-            chunks, pool.imap(_import_chunk, [(settings, c) for c in chunks]), strict=True
+            chunks, pool.imap(import_chunk, [(settings, c) for c in chunks]), strict=True
         ):
             yield len(chunk), skips
         pool.close()
