@@ -144,9 +144,14 @@ def run(
     files = root / "files"
     export_samples(shards, files)
     nb = num_images // batch
-    pipe = make_pipeline(common.shard_paths(shards, manifest), resolution=resolution,
-                         per_device_batch=batch, num_batches=nb, shuffle_buffer=min(500, num_images),
-                         xflip=False)  # fmt: skip  (like for like: the baselines do not flip)
+    pipe = make_pipeline(
+        common.shard_paths(shards, manifest),
+        resolution=resolution,
+        per_device_batch=batch,
+        num_batches=nb,
+        shuffle_buffer=min(500, num_images),
+        xflip=False,  # like for like: the baselines do not flip
+    )
     shard_rate = _rate(DataLoader(pipe, batch_size=None, num_workers=0), batch)
     file_loader = DataLoader(FileDataset(files), batch, shuffle=True, num_workers=0, drop_last=True)
     file_rate = _rate(file_loader, batch)

@@ -84,21 +84,24 @@ class DatasetFormatError(DatasetError, ValueError):
 # Sample encoders
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 ``[H, W, 3]`` (or ``[H, W]``) or uint16 ``[H, W]`` array."""
+def encode_png(image: np.ndarray, compress_level: int = 6) -> bytes:
+    """PNG bytes of a uint8 ``[H, W, 3]`` (or ``[H, W]``) or uint16 ``[H, W]`` array
+    (``compress_level`` 1 encodes ~3x faster than PIL's default 6 for slightly larger files)."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
+    Image.fromarray(np.ascontiguousarray(image)).save(
+        buf, format="PNG", compress_level=compress_level
+    )
     return buf.getvalue()
 
 
-def encode_relative_depth(estimate: np.ndarray) -> bytes:
+def encode_relative_depth(estimate: np.ndarray, compress_level: int = 6) -> bytes:
     """16-bit PNG of a positive relative depth map ``[H, W]``, scaled so its max is 60000."""
     est = np.asarray(estimate, dtype=np.float64)
     peak = float(est.max())
     if not np.isfinite(peak) or peak <= 0:
         raise ValueError("relative depth must be finite with a positive maximum")
     raw = np.clip(np.rint(est / peak * DEPTH_MAX_VALUE), 0, 65535).astype(np.uint16)
-    return encode_png(raw)
+    return encode_png(raw, compress_level)
 
 
 def encode_npy(array: np.ndarray) -> bytes:

@@ -31,6 +31,7 @@ from data_prep.shard_worker import ASPECT_TOLERANCE, DEPTH_MISMATCH, DEPTH_UNREA
 IMAGE_UNREADABLE = "image_unreadable"
 DEPTH_DEGENERATE = "depth_degenerate"  # all zero / non-finite: an estimator failure
 EXIF_ORIENTATION = 0x0112
+PNG_LEVEL = 1  # zlib level of written maps: intermediate files, speed over size
 
 
 @dataclass(frozen=True)
@@ -102,14 +103,14 @@ def import_one(settings: ImportSettings, relpath: str) -> tuple[str, str] | None
         if is_16bit and (dh, dw) == (h, w):
             write_atomic(dst, copy_from=src)  # already in the shard convention
         else:
-            write_atomic(dst, common.encode_png(resize_depth(raw, (w, h))))
+            write_atomic(dst, common.encode_png(resize_depth(raw, (w, h)), PNG_LEVEL))
         return None
     values = raw.astype(np.float64)
     if settings.kind == DEPTH:
         depth = values
     else:
         depth = prediction_to_depth(values, settings.kind, settings.max_ratio)
-    write_atomic(dst, common.encode_relative_depth(resize_depth(depth, (w, h))))
+    write_atomic(dst, common.encode_relative_depth(resize_depth(depth, (w, h)), PNG_LEVEL))
     return None
 
 

@@ -41,7 +41,13 @@ from tqdm import tqdm
 
 from data_prep import common
 from data_prep.depth_convert import DEFAULT_MAX_RATIO, DEPTH, PREDICTION_KINDS, prediction_to_depth
-from data_prep.depth_import import DEPTH_DEGENERATE, ImportSettings, import_chunk, write_atomic
+from data_prep.depth_import import (
+    DEPTH_DEGENERATE,
+    PNG_LEVEL,
+    ImportSettings,
+    import_chunk,
+    write_atomic,
+)
 from data_prep.depth_model import DepthModel
 from data_prep.folder_source import depth_relpath, scan_image_folder
 from data_prep.images import ImageSkip, load_rgb
@@ -184,7 +190,7 @@ def _write_map(out: Path, relpath: str, prediction, kind: str, max_ratio: float)
         depth = prediction_to_depth(prediction, kind, max_ratio)
     except ValueError as err:
         return relpath, DEPTH_DEGENERATE, str(err)
-    write_atomic(out / depth_relpath(relpath), common.encode_relative_depth(depth))
+    write_atomic(out / depth_relpath(relpath), common.encode_relative_depth(depth, PNG_LEVEL))
     return None
 
 
