@@ -88,7 +88,8 @@ def make_shards(args: argparse.Namespace) -> int:
             args.teacher_weights, ["--weights", args.teacher_weights]
         )
         argv = [str(dest), "--model", args.teacher, *weights, "--device", args.device,
-                "--batch-size", str(args.teacher_batch_size)]  # fmt: skip
+                "--batch-size", str(args.teacher_batch_size),
+                "--workers", str(min(args.workers, 8))]  # fmt: skip
         argv += ["--input-size", str(args.teacher_input_size)] * bool(args.teacher_input_size)
         if extract_features.main(argv):
             return 1
