@@ -68,8 +68,9 @@ class _Timer(Callback):
             self.times.append(time.perf_counter() - self._t)
 
 
-def build(exp: str, size: str, batch_size: int, num_classes: int):
+def build(exp: str, size: str, batch_size: int, num_classes: int, extra: list[str] | None = None):
     overrides = [f"experiment={exp}"] + (SYNTHETIC_SIZES if size == "synthetic" else [])
+    overrides += list(extra or [])  # e.g. data.resolution=256 (gp3d.bench_fid)
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("train", overrides=overrides + [f"data.batch_size={batch_size}"])
     with open_dict(cfg):
@@ -81,9 +82,16 @@ def build(exp: str, size: str, batch_size: int, num_classes: int):
 
 
 def bench(
-    exp: str, size: str, steps: int, warmup: int, batch_size: int, device: str, num_classes: int
+    exp: str,
+    size: str,
+    steps: int,
+    warmup: int,
+    batch_size: int,
+    device: str,
+    num_classes: int,
+    extra: list[str] | None = None,
 ) -> float:
-    model, cfg = build(exp, size, batch_size, num_classes)
+    model, cfg = build(exp, size, batch_size, num_classes, extra)
     res = cfg.data.resolution
     kd = cfg.model.kd_dim
     batch = Batch(

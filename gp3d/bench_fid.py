@@ -2,7 +2,7 @@
 between two evaluations, and seconds for the real statistics of N images per core.
 
     python -m gp3d.bench_fid                                  # synthetic sizes, CPU
-    python -m gp3d.bench_fid --size full --fakes 4 --train-steps 2   # 256x256 model
+    python -m gp3d.bench_fid --size full --resolution 256 --fakes 4 --train-steps 2
     python -m gp3d.bench_fid --feature-nets random:64 fid-helper --json out.json
 
 Every time is measured on a few items in this process and scaled linearly to the target counts
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--experiment", default="3dgp")
     ap.add_argument("--size", choices=SIZES, default="synthetic")
+    ap.add_argument("--resolution", type=int, default=None, help="image size (default: config)")
     ap.add_argument("--feature-nets", nargs="+", default=["random:64", "fid-helper"])
     ap.add_argument("--num-samples", type=int, default=2048, help="fakes per evaluation (fid2k)")
     ap.add_argument("--interval-kimg", type=float, default=100.0, help="evaluation interval")
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
             nets[spec] = load_feature_network(spec, device=args.device)
         except (ModuleNotFoundError, RuntimeError, FileNotFoundError) as err:
             print(f"skipping {spec}: {err}")
-    model, cfg = build(args.experiment, args.size, args.batch_size, args.num_classes)
+    extra = [f"data.resolution={args.resolution}"] if args.resolution else []
+    model, cfg = build(args.experiment, args.size, args.batch_size, args.num_classes, extra)
     G = model.G_ema.to(args.device)
     res = int(cfg.data.resolution)
     per_fake = time_per_fake(G, nets, args.fakes, args.fake_batch, args.device)
@@ -119,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
             args.batch_size,
             args.device,
             args.num_classes,
+            extra,
         )  # fmt: skip
         for _ in range(args.repeats)
     )
