@@ -77,9 +77,7 @@ def front_circle(
     ts = torch.linspace(0.0, 1.0, num_frames).tolist()
     s = [math.sin(2 * math.pi * t) for t in ts]
     c = [math.cos(2 * math.pi * t) for t in ts]
-    values = [
-        {YAW: yaw_amp * si, PITCH: pitch_amp * ci, FOV: fov_amp * si} for si, ci in zip(s, c)
-    ]
+    values = [{YAW: yaw_amp * si, PITCH: pitch_amp * ci, FOV: fov_amp * si} for si, ci in zip(s, c)]
     return _frames(base, values, absolute=False, bounds=bounds)
 
 
