@@ -124,3 +124,30 @@ def test_training_run_logs_fid_and_keeps_best_checkpoint(tiny_run):
     state = ckpt["callbacks"]["FIDCallback[val/fid8]"]
     assert state["best"]["best_value"] == pytest.approx(values[0])
     assert os.path.isdir(Path(tiny_run["data"]).parent / "fid_stats")  # default cache location
+
+
+@pytest.mark.slow
+def test_ddp_training_run_logs_the_single_process_fid(tmp_path):
+    """A real 2-process (gloo) training run of the smoke experiment: the val/fid8 it logs equals
+    a single-process evaluation of the weights it saved as best.ckpt."""
+    import subprocess
+    import sys
+
+    from tests.helpers import TINY
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "gp3d.train", "experiment=smoke", *TINY, "trainer=ddp_sim"]
+    cmd += ["data.batch_size=8", "model.total_kimg=0.016", f"paths.data_dir={tmp_path / 'data'}"]
+    cmd += [f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    logged = json.loads((ckpt_dir / "best.json").read_text())["value"]
+    data = next((tmp_path / "data" / "cache").glob("synthetic*"))
+    G = load_generator(ckpt_dir / "best.ckpt").G
+    net = load_feature_network("random:16")
+    reals = real_stats(str(data), net, None)
+    counts = json.loads((data / "manifest.json").read_text())["class_counts"]
+    single = fid_of_generator(G, net, reals, 8, batch_size=4, class_counts=counts, seed=0)
+    assert logged == pytest.approx(single, rel=1e-5)
