@@ -22,6 +22,7 @@ import torch
 from gp3d.bench import SIZES, bench, build
 from gp3d.metrics.fakes import render_uint8
 from gp3d.metrics.feature_net import load_feature_network
+from gp3d.metrics.fid import FeatureStats, frechet_distance
 from gp3d.metrics.real_stats import compute_real_stats
 
 
@@ -53,6 +54,16 @@ def time_per_fake(G, nets: dict, n: int, batch_size: int, device: str) -> dict[s
     out = {"render": min(t_render) / batch_size}
     out.update({f"features[{k}]": min(v) / batch_size for k, v in feats.items()})
     return out
+
+
+def time_distance(dim: int, n: int) -> float:
+    """Seconds for the statistics of n features and the Fréchet distance at ``dim``."""
+    x, y = torch.randn(n, dim), torch.randn(n, dim) + 0.1
+    ref = FeatureStats.of(y)
+    start = time.perf_counter()
+    s = FeatureStats.of(x)
+    frechet_distance(s.mean, s.cov, ref.mean, ref.cov)
+    return time.perf_counter() - start
 
 
 def time_per_real(
@@ -146,11 +157,13 @@ def main(argv: list[str] | None = None) -> None:
     print(head + f"{'reals ' + str(args.real_images) + ' s':>14}")
     for name in nets:
         feat = per_fake[f"features[{name}]"]
-        fid_s = args.num_samples * (per_fake["render"] + feat)
+        dist_s = time_distance(nets[name].dim, args.num_samples)
+        fid_s = args.num_samples * (per_fake["render"] + feat) + dist_s
         real_core = per_real[name] * threads  # core-seconds per image
         results["networks"][name] = {
             "feature_net": nets[name].name,
             "features_s_per_image": feat,
+            "stats_and_distance_s": dist_s,
             "fid_eval_s": fid_s,
             "fraction_of_training": fid_s / train_s,
             "real_s_per_image_per_core": real_core,
