@@ -2,17 +2,30 @@
 
 import io
 import pickle
+import tarfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
+import webdataset as wds
 from PIL import Image
 
 from data_prep import common, synthetic
 from gp3d.data import GP3DDataModule
-from gp3d.data.shards import Decode
+from gp3d.data.shards import (
+    Decode,
+    RandomXFlip,
+    Shuffle,
+    SplitByNode,
+    TakeWorkerShare,
+    decode_depth,
+    decode_image,
+    make_pipeline,
+)
+from gp3d.data.tar_samples import tar_samples
 from gp3d.types import Batch
 
 RES = 16
@@ -240,3 +253,146 @@ def test_ddp_two_cpu_processes(synth, tmp_path):
     trainer.fit(_RecordRanks(tmp_path / "ranks.pt"), datamodule=dm)
     # per rank: 8 images seen in 4 steps, its rank, per-device batch 2
     assert torch.load(tmp_path / "ranks.pt").tolist() == [[8, 4, 0, 2], [8, 4, 1, 2]]
+
+
+# -- the tar reader and the batch-level decoding against webdataset's generic path -------------
+
+
+def _tar(path, members, fmt=tarfile.USTAR_FORMAT, compress=""):
+    """A tar of ``(name, bytes | None)`` members (None: a directory), in order."""
+    with tarfile.open(path, "w:" + compress, format=fmt) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def _wds_samples(urls):
+    return list(wds.tarfile_to_samples()(iter([{"url": u} for u in urls])))
+
+
+def _our_samples(urls):
+    return list(tar_samples(iter([{"url": u} for u in urls])))
+
+
+def test_tar_reader_yields_what_webdataset_yields(tmp_path, synth):
+    odd = [  # optional keys missing in some samples, odd names webdataset skips or keeps
+        ("0001.png", b"a"), ("0001.depth.png", b"b"), ("0001.cls", b"3"),
+        ("0002.png", b"c"), ("0002.depth.png", b""),  # no cls, empty member
+        ("dir", None), ("dir/0003.PNG", b"d"), ("dir/0003.Depth.PNG", b"e"),
+        ("__meta__", b"skip"), ("__x__/0004.png", b"skip"), ("noext", b"skip"),
+        ("0005.emb.npy", b"f"), ("0005.meta.json", b"{}"),
+        ("x" * 120 + "/0006.png", b"g"),  # long path: ustar prefix field
+    ]  # fmt: skip
+    long = ("k" * 150 + ".png", b"h")  # too long for ustar: GNU 'L' / pax 'path' headers
+    urls = [
+        _tar(tmp_path / "odd.tar", odd),
+        _tar(tmp_path / "gnu.tar", odd + [long], fmt=tarfile.GNU_FORMAT),
+        _tar(tmp_path / "pax.tar", [long, ("0007.png", b"i" * 1000)], fmt=tarfile.PAX_FORMAT),
+        _tar(tmp_path / "gz.tar", odd, compress="gz"),
+        _tar(tmp_path / "ends_with_0002.tar", [("0002.png", b"c")]),
+        _tar(tmp_path / "starts_with_0002.tar", [("0002.cls", b"1")]),
+        *common.shard_paths(synth, common.read_manifest(synth)),
+    ]
+    ours = _our_samples(urls)
+    assert ours == _wds_samples(urls)
+    assert {"0001", "0002", "dir/0003"} <= {s["__key__"] for s in ours}
+    assert [s for s in ours if s["__url__"] in urls[4:6]] == [  # never merged across shards
+        {"__key__": "0002", "__url__": urls[4], "png": b"c"},
+        {"__key__": "0002", "__url__": urls[5], "cls": b"1"},
+    ]
+    with pytest.raises(common.DatasetFormatError, match="appears twice"):
+        _our_samples([_tar(tmp_path / "dup.tar", [("a.png", b"1"), ("a.PNG", b"2")])])
+
+
+def test_truncated_or_corrupt_shard_names_it_and_the_fix(tmp_path, synth):
+    shard = common.shard_paths(synth, common.read_manifest(synth))[0]
+    data = Path(shard).read_bytes()
+    with tarfile.open(shard) as tar:
+        first = tar.getmembers()[0]
+    boundary = first.offset_data + 512 * ((first.size + 511) // 512)  # the 2nd header
+    cases = {
+        "mid_member": (data[: first.offset_data + 5], "truncated at byte"),
+        "at_boundary": (data[:boundary], "without the end-of-archive block"),
+        "mid_header": (data[: boundary + 100], "truncated header"),
+        "garbage": (b"not a tar file at all" * 100, "bad tar header at byte 0"),
+        "flipped_header_byte": (data[:5] + b"Z" + data[6:], "checksum mismatch"),
+    }
+    for name, (content, what) in cases.items():
+        path = tmp_path / f"{name}.tar"
+        path.write_bytes(content)
+        with pytest.raises(common.DatasetFormatError, match=what) as err:
+            _our_samples([str(path)])
+        assert str(path) in str(err.value) and "write_shards" in str(err.value)
+        assert "data_prep.validate" in str(err.value)
+    with pytest.raises(common.DatasetFormatError, match="does not exist"):
+        _our_samples([str(tmp_path / "gone.tar")])
+
+
+class _TensorXFlip(RandomXFlip):
+    """The former tensor flip: same RNG stream, flips normalised ``[C, H, W]`` tensors."""
+
+    def __call__(self, src):
+        rng = self._rng()
+        for s in src:
+            if rng.random() < self.p:
+                s = {**s, "image": s["image"].flip(-1), "depth": s["depth"].flip(-1)}
+            yield s
+
+
+def _tensor_collate(samples):
+    emb = [s["embedding"] for s in samples if "embedding" in s]
+    return Batch(
+        image=torch.stack([s["image"] for s in samples]),
+        depth=torch.stack([s["depth"] for s in samples]),
+        label=torch.tensor([s["label"] for s in samples], dtype=torch.int64),
+        embedding=torch.stack(emb) if emb else None,
+    )
+
+
+def test_pipeline_matches_the_webdataset_per_sample_reference(tmp_path):
+    """Same samples, order, flips and bit-identical values as webdataset's tar expander +
+    per-sample decoding / flipping / stacking (the pipeline before batch-level decoding)."""
+    samples = [_asymmetric_sample(i) for i in range(12)]
+    for s in samples[::3]:  # 8-bit depth and a JPEG image in the mix
+        s["depth.png"] = common.encode_png(np.full((RES, RES), 100 + len(s["__key__"]), np.uint8))
+    path = _write_dataset(tmp_path / "d", samples, embedding_dim=4)
+    urls = common.shard_paths(path, common.read_manifest(path))
+    kw = dict(resolution=RES, per_device_batch=4, num_batches=9, shuffle_buffer=5, seed=3,
+              use_embeddings=True)  # fmt: skip
+    ours = list(make_pipeline(urls, **kw))
+    shards = wds.ResampledShards(urls, seed=3, deterministic=True, worker_seed=lambda: 0)
+    reference = wds.DataPipeline(
+        shards, SplitByNode(0, 1), wds.split_by_worker, wds.tarfile_to_samples(),
+        Shuffle(5, 3, 0), wds.map(Decode(RES, True)), _TensorXFlip(0.5, 3, 0),
+        wds.batched(4, collation_fn=_tensor_collate, partial=False), TakeWorkerShare(9),
+    )  # fmt: skip
+    expected = list(reference)
+    assert len(ours) == len(expected) == 9
+    flips = 0
+    for a, b in zip(ours, expected):
+        for f in ("image", "depth", "label", "embedding"):
+            x, y = getattr(a, f), getattr(b, f)
+            assert x.dtype == y.dtype and torch.equal(x, y) and x.is_contiguous(), f
+        flips += int((a.image[:, 0, 0, 0] > a.image[:, 0, 0, -1]).sum())
+    assert 0 < flips < 36
+
+
+def test_decoders_match_the_spec_formulas_bit_for_bit():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (RES, RES + 3, 3), dtype=np.uint8)
+    raw = rng.integers(0, 65536, (RES, RES + 3), dtype=np.uint16)
+    raw8 = rng.integers(0, 256, (RES, RES + 3), dtype=np.uint8)
+    image = decode_image(common.encode_png(rgb))
+    assert image.is_contiguous() and torch.equal(
+        image,
+        torch.from_numpy(rgb).permute(2, 0, 1).float() / 127.5 - 1.0,  # spec 7.3
+    )
+    for png, expected in ((raw, raw.astype(np.float32)), (raw8, raw8.astype(np.float32) * 256)):
+        depth = decode_depth(common.encode_png(png))
+        assert torch.equal(depth, torch.from_numpy(expected)[None] / 65536.0 * 2.0 - 1.0)

@@ -5,21 +5,20 @@ The shard format is documented in ``data_prep/common.py``. Stages, in order:
 1. an infinite stream of shards drawn with replacement (``wds.ResampledShards``), identical in
    every process, then split by node (explicit rank / world size from Lightning) and by
    DataLoader worker, so ranks and workers read disjoint positions of one stream;
-2. tar -> samples; a shuffle buffer;
-3. decode: image uint8 -> /127.5 - 1 (spec 7.3), depth raw -> raw / 65536 * 2 - 1 (spec 5.1),
-   label int64, optional embedding float32;
+2. tar -> samples (``gp3d.data.tar_samples``, webdataset's sample semantics); a shuffle buffer;
+3. decode to raw arrays: image uint8, depth raw 16 bit, label, optional embedding float32;
 4. joint x-flip of image and depth with p = 0.5; the embedding is *not* flipped (spec 6.5:
    mirrored reals use the un-mirrored image's embedding);
-5. batching into ``gp3d.types.Batch`` and a per-worker share of the epoch's batches, so an
-   epoch has exactly ``num_batches`` batches per rank whatever the number of workers
-   (``with_epoch`` would count per worker).
+5. batching into ``gp3d.types.Batch``, normalising once per batch: image uint8 / 127.5 - 1
+   (spec 7.3), depth raw / 65536 * 2 - 1 (spec 5.1), label int64; and a per-worker share of
+   the epoch's batches, so an epoch has exactly ``num_batches`` batches per rank whatever the
+   number of workers (``with_epoch`` would count per worker).
 
 Every random stage seeds itself from (seed, rank, worker, pass over the data), so a run is
 reproducible for fixed (seed, world size, num_workers); with persistent workers each pass
 (epoch) draws new shards, shuffles and flips.
 """
 
-import io
 import random
 from collections.abc import Iterator
 from dataclasses import fields
@@ -29,11 +28,19 @@ from typing import Any
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
 
+from gp3d.data.decode import (  # noqa: F401 - decode_* / Decode re-exported (bench, tests)
+    IMAGE_KEYS,
+    Decode,
+    DecodeRaw,
+    decode_depth,
+    decode_embedding,
+    decode_image,
+    normalise_depths,
+    normalise_images,
+)
+from gp3d.data.tar_samples import tar_samples
 from gp3d.types import Batch
-
-IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
 
 
 class PinnableBatch(Batch):
@@ -46,59 +53,6 @@ class PinnableBatch(Batch):
                 for f in fields(self)
             }
         )
-
-
-def decode_image(data: bytes) -> torch.Tensor:
-    """Encoded 8-bit image -> float ``[3, H, W]`` in [-1, 1] (uint8 / 127.5 - 1, spec 7.3)."""
-    with Image.open(io.BytesIO(data)) as img:
-        arr = np.asarray(img.convert("RGB"))
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 127.5 - 1.0
-
-
-def decode_depth(data: bytes) -> torch.Tensor:
-    """Depth PNG -> float ``[1, H, W]`` = raw / 65536 * 2 - 1 (spec 5.1).
-
-    16-bit PNGs are used as is; 8-bit ones (ZoeDepth-style) are multiplied by 256; of a
-    multi-channel PNG, channel 0 is used (as the original loader does).
-    """
-    with Image.open(io.BytesIO(data)) as img:
-        arr = np.asarray(img)
-    if arr.ndim == 3:
-        arr = arr[..., 0]
-    raw = arr.astype(np.float32) * (256.0 if arr.dtype == np.uint8 else 1.0)
-    return torch.from_numpy(raw)[None] / 65536.0 * 2.0 - 1.0
-
-
-def decode_embedding(data: bytes) -> torch.Tensor:
-    return torch.from_numpy(np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32))
-
-
-class Decode:
-    """Raw tar sample dict -> dict of tensors (image, depth, label[, embedding])."""
-
-    def __init__(self, resolution: int, use_embeddings: bool) -> None:
-        self.resolution = resolution
-        self.use_embeddings = use_embeddings
-
-    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        where = f"sample {sample.get('__key__')} of {sample.get('__url__')}"
-        image_key = next((k for k in IMAGE_KEYS if k in sample), None)
-        if image_key is None or "depth.png" not in sample:
-            raise ValueError(f"{where} lacks an image ({'/'.join(IMAGE_KEYS)}) or depth.png")
-        image, depth = decode_image(sample[image_key]), decode_depth(sample["depth.png"])
-        size = (self.resolution, self.resolution)
-        if image.shape[1:] != size or depth.shape[1:] != size:
-            raise ValueError(
-                f"{where}: image {tuple(image.shape[1:])} / depth {tuple(depth.shape[1:])}, "
-                f"expected {size} (the manifest's resolution)"
-            )
-        cls = sample.get("cls")
-        out = {"image": image, "depth": depth, "label": int(cls) if cls is not None else 0}
-        if self.use_embeddings:
-            if "emb.npy" not in sample:
-                raise ValueError(f"{where} has no emb.npy but embeddings were requested")
-            out["embedding"] = decode_embedding(sample["emb.npy"])
-        return out
 
 
 def _worker() -> tuple[int, int]:
@@ -143,7 +97,10 @@ class Shuffle(_Seeded):
 
 
 class RandomXFlip(_Seeded):
-    """Mirror image and depth together (spec 5.1) with probability ``p``; not the embedding."""
+    """Mirror image and depth together (spec 5.1) with probability ``p``; not the embedding.
+
+    Works on :class:`DecodeRaw` samples (``[H, W, ...]`` arrays): a flip is a view, copied
+    once when the batch is stacked."""
 
     salt = 2
 
@@ -157,8 +114,8 @@ class RandomXFlip(_Seeded):
             if rng.random() < self.p:
                 sample = {
                     **sample,
-                    "image": sample["image"].flip(-1),
-                    "depth": sample["depth"].flip(-1),
+                    "image": sample["image"][:, ::-1],
+                    "depth": sample["depth"][:, ::-1],
                 }
             yield sample
 
@@ -186,12 +143,13 @@ class TakeWorkerShare:
 
 
 def collate(samples: list[dict[str, Any]]) -> PinnableBatch:
+    """:class:`DecodeRaw` samples -> a normalised batch (stacked raw, normalised in place)."""
     emb = [s["embedding"] for s in samples if "embedding" in s]
     return PinnableBatch(
-        image=torch.stack([s["image"] for s in samples]),
-        depth=torch.stack([s["depth"] for s in samples]),
+        image=normalise_images(torch.from_numpy(np.stack([s["image"] for s in samples]))),
+        depth=normalise_depths(torch.from_numpy(np.stack([s["depth"] for s in samples]))),
         label=torch.tensor([s["label"] for s in samples], dtype=torch.int64),
-        embedding=torch.stack(emb) if emb else None,
+        embedding=torch.from_numpy(np.stack(emb)) if emb else None,
     )
 
 
@@ -235,9 +193,9 @@ def make_pipeline(
         shards,
         SplitByNode(rank, world_size),
         wds.split_by_worker,
-        wds.tarfile_to_samples(),
+        tar_samples,
         Shuffle(shuffle_buffer, seed, rank),
-        wds.map(Decode(resolution, use_embeddings)),
+        wds.map(DecodeRaw(resolution, use_embeddings)),
     ]
     if xflip:
         stages.append(RandomXFlip(0.5, seed, rank))

@@ -1,0 +1,114 @@
+"""Sample decoding: encoded bytes -> raw arrays -> normalised tensors.
+
+Normalisation (spec 7.3 image uint8 / 127.5 - 1; spec 5.1 depth raw / 65536 * 2 - 1) is kept
+apart from decoding so the loader can apply it once per batch: one in-place pass over a
+contiguous batch instead of several temporaries per sample. Both paths run the same float32
+operations in the same order, so they give bit-identical values.
+"""
+
+import io
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
+
+
+def decode_image_u8(data: bytes) -> np.ndarray:
+    """Encoded 8-bit image -> uint8 ``[H, W, 3]`` (possibly read-only)."""
+    with Image.open(io.BytesIO(data)) as img:
+        # convert() of an RGB image is a full copy: only convert other modes
+        return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+
+
+def decode_depth_raw(data: bytes) -> np.ndarray:
+    """Depth PNG -> raw 16-bit depth ``[H, W]`` (uint16, or float32 for wider PNG modes).
+
+    16-bit PNGs are used as is; 8-bit ones (ZoeDepth-style) are multiplied by 256; of a
+    multi-channel PNG, channel 0 is used (as the original loader does).
+    """
+    with Image.open(io.BytesIO(data)) as img:
+        arr = np.asarray(img)
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    if arr.dtype == np.uint8:
+        return arr.astype(np.uint16) << 8  # x 256, exact in 16 bits
+    if arr.dtype == np.uint16:
+        return arr
+    return arr.astype(np.float32)
+
+
+def decode_embedding(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
+
+
+def normalise_images(u8: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[..., H, W, 3]`` -> contiguous float ``[..., 3, H, W]`` = u8 / 127.5 - 1."""
+    out = torch.empty(u8.shape[:-3] + (3,) + u8.shape[-3:-1], dtype=torch.float32)
+    out.copy_(u8.movedim(-1, -3))
+    return out.div_(127.5).sub_(1.0)
+
+
+def normalise_depths(raw: torch.Tensor) -> torch.Tensor:
+    """Raw depth ``[..., H, W]`` -> float ``[..., 1, H, W]`` = raw / 65536 * 2 - 1 (spec 5.1)."""
+    depth = raw.to(torch.float32, copy=True)
+    return depth.unsqueeze(-3).div_(65536.0).mul_(2.0).sub_(1.0)
+
+
+def _readonly_ok(arr: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+
+
+def decode_image(data: bytes) -> torch.Tensor:
+    """Encoded 8-bit image -> float ``[3, H, W]`` in [-1, 1] (uint8 / 127.5 - 1, spec 7.3)."""
+    return normalise_images(_readonly_ok(decode_image_u8(data)))
+
+
+def decode_depth(data: bytes) -> torch.Tensor:
+    """Depth PNG -> float ``[1, H, W]`` = raw / 65536 * 2 - 1 (spec 5.1); see
+    :func:`decode_depth_raw`."""
+    return normalise_depths(_readonly_ok(decode_depth_raw(data)))
+
+
+class DecodeRaw:
+    """Raw tar sample dict -> dict of arrays: image uint8 ``[H, W, 3]``, depth raw ``[H, W]``,
+    label int[, embedding float32]; :func:`gp3d.data.shards.collate` normalises per batch."""
+
+    def __init__(self, resolution: int, use_embeddings: bool) -> None:
+        self.resolution = resolution
+        self.use_embeddings = use_embeddings
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        where = f"sample {sample.get('__key__')} of {sample.get('__url__')}"
+        image_key = next((k for k in IMAGE_KEYS if k in sample), None)
+        if image_key is None or "depth.png" not in sample:
+            raise ValueError(f"{where} lacks an image ({'/'.join(IMAGE_KEYS)}) or depth.png")
+        image, depth = decode_image_u8(sample[image_key]), decode_depth_raw(sample["depth.png"])
+        size = (self.resolution, self.resolution)
+        if image.shape[:2] != size or depth.shape != size:
+            raise ValueError(
+                f"{where}: image {tuple(image.shape[:2])} / depth {tuple(depth.shape)}, "
+                f"expected {size} (the manifest's resolution)"
+            )
+        cls = sample.get("cls")
+        out = {"image": image, "depth": depth, "label": int(cls) if cls is not None else 0}
+        if self.use_embeddings:
+            if "emb.npy" not in sample:
+                raise ValueError(f"{where} has no emb.npy but embeddings were requested")
+            out["embedding"] = decode_embedding(sample["emb.npy"])
+        return out
+
+
+class Decode(DecodeRaw):
+    """Raw tar sample dict -> dict of normalised tensors (image ``[3, H, W]``, depth
+    ``[1, H, W]``, label[, embedding]): :class:`DecodeRaw` plus per-sample normalisation."""
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        out = super().__call__(sample)
+        out["image"] = normalise_images(_readonly_ok(out["image"]))
+        out["depth"] = normalise_depths(_readonly_ok(out["depth"]))
+        if "embedding" in out:
+            out["embedding"] = torch.from_numpy(out["embedding"])
+        return out
