@@ -11,11 +11,13 @@ image's aspect ratio (2 % tolerance) and is not all zero. Conversion: ``kind="de
 stored values (the releases are LeReS depth already scaled to max 60000; ``renormalise`` rescales
 to that convention), ``kind="disparity"`` inverts (``depth_convert.prediction_to_depth``). Maps of
 another size are resized bilinearly to the image size. A map that needs no change is copied byte
-for byte.
+for byte. :func:`run_import` runs the imports in chunks, on a pool of spawned processes.
 """
 
+import multiprocessing
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ IMAGE_UNREADABLE = "image_unreadable"
 DEPTH_DEGENERATE = "depth_degenerate"  # all zero / non-finite: an estimator failure
 EXIF_ORIENTATION = 0x0112
 PNG_LEVEL = 1  # zlib level of written maps: intermediate files, speed over size
+IMPORT_CHUNK = 64  # images per task of the import pool
 
 
 @dataclass(frozen=True)
@@ -127,3 +130,25 @@ def import_chunk(args: tuple[ImportSettings, list[str]]) -> list[tuple[str, str,
         if res is not None:
             skips.append((rel, *res))
     return skips
+
+
+def run_import(settings: ImportSettings, todo: list[str], workers: int) -> Iterator[tuple]:
+    """(number of images done, their skips) per chunk of ``IMPORT_CHUNK`` images; ``workers``
+    spawned processes (0: this one)."""
+    chunks = [todo[i : i + IMPORT_CHUNK] for i in range(0, len(todo), IMPORT_CHUNK)]
+    if workers == 0 or len(chunks) < 2:
+        for chunk in chunks:
+            yield len(chunk), import_chunk((settings, chunk))
+        return
+    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(chunks)))
+    try:
+        for chunk, skips in zip(
+            chunks, pool.imap(import_chunk, [(settings, c) for c in chunks]), strict=True
+        ):
+            yield len(chunk), skips
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()

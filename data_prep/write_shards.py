@@ -25,49 +25,49 @@ Resuming: finished shards are recorded in the hidden ``<out>/.write-shards/`` fo
 run's parameters; a re-run with the same parameters verifies (size, sha256) and reuses them,
 different parameters are an error unless ``--overwrite``. The manifest is written last, so an
 interrupted run never looks complete. One process per output folder.
+
+Parts: ``shard_assignment`` (selection, assignment), ``shard_output`` (reuse / resume /
+overwrite), ``shard_jobs`` (process pool), ``shard_worker`` (one shard), ``shard_manifest``.
 """
 
 import argparse
 import contextlib
-import hashlib
-import json
-import math
-import multiprocessing
 import os
 import shutil
-import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from data_prep import common
-from data_prep.folder_source import FolderIndex, ImageRecord, read_selection, scan_image_folder
-from data_prep.shard_worker import (
-    DEFAULT_PNG_LEVEL,
-    WORK_DIR,
-    EncodeSettings,
-    ShardJob,
-    write_one_shard,
+from data_prep.folder_source import scan_image_folder
+from data_prep.shard_assignment import (  # noqa: F401 - re-exported (estimate_depth, tests)
+    NOT_SELECTED_FOUND,
+    assign,
+    records_fingerprint,
+    select_records,
 )
+from data_prep.shard_jobs import run_jobs
+from data_prep.shard_manifest import (  # noqa: F401 - re-exported
+    GENERATOR_NAME,
+    GENERATOR_VERSION,
+    IMAGE_DESCRIPTION,
+    SKIPPED_NAME,
+    build_manifest,
+)
+from data_prep.shard_output import (  # noqa: F401 - re-exported
+    STATE_NAME,
+    finished_params,
+    prepare_output,
+    write_skipped,
+)
+from data_prep.shard_worker import DEFAULT_PNG_LEVEL, WORK_DIR, EncodeSettings
 
-GENERATOR_NAME = "data_prep.write_shards"
-GENERATOR_VERSION = "1.0"
 DEFAULT_SHARD_SIZE = 1000  # ~200 MB per shard at 256 px PNG (see data_prep/bench.py)
-STATE_NAME = "state.json"
-SKIPPED_NAME = "skipped.txt"
-NOT_SELECTED_FOUND = "selected_not_found"  # a --select line that names no indexed image
-IMAGE_DESCRIPTION = {
-    "preprocessing": "centre crop to the short side, then PIL Lanczos resize (spec 9 step 4)",
-    "conversion": "any mode to 8-bit RGB; EXIF orientation applied; alpha over white",
-    "normalisation": "uint8 / 127.5 - 1",
-}
 
 
 @dataclass
@@ -86,236 +86,6 @@ class WriteResult:
     @property
     def images_per_second(self) -> float:
         return self.images_processed / self.seconds if self.seconds > 0 else float("nan")
-
-
-# ------------------------------------------------------------------------------------------------
-# Source, selection, assignment
-
-
-def select_records(
-    index: FolderIndex, select: str | os.PathLike | None
-) -> tuple[list[ImageRecord], list[tuple[str, str]]]:
-    """Records kept by a selection file (all without one) and the selection lines not found.
-
-    Selection lines are paths relative to the index root (``select_instances`` writes them);
-    a leading ``train/`` (paths relative to the source folder) is tolerated.
-    """
-    if select is None:
-        return list(index.records), []
-    by_path = {r.relpath: r for r in index.records}
-    kept, missing = {}, []
-    for line in read_selection(select):
-        rel = line if line in by_path else line.removeprefix("train/")
-        if rel in by_path:
-            kept[rel] = by_path[rel]
-        else:
-            missing.append((line, NOT_SELECTED_FOUND))
-    return [kept[k] for k in sorted(kept)], missing
-
-
-def assign(records: list[ImageRecord], shard_size: int, seed: int) -> list[ShardJob]:
-    """Deterministic shards: a seeded permutation of the (sorted) records, cut into slices."""
-    order = np.random.default_rng(seed).permutation(len(records))
-    jobs = []
-    for i in range(math.ceil(len(records) / shard_size)):
-        positions = range(i * shard_size, min((i + 1) * shard_size, len(records)))
-        items = tuple(
-            (f"{pos:08d}", records[order[pos]].relpath, records[order[pos]].label)
-            for pos in positions
-        )
-        jobs.append(ShardJob(i, items))
-    return jobs
-
-
-def _fingerprint(records: list[ImageRecord]) -> str:
-    digest = hashlib.sha256()
-    for r in records:
-        digest.update(f"{r.relpath}\t{r.label}\n".encode())
-    return digest.hexdigest()
-
-
-# ------------------------------------------------------------------------------------------------
-# Output folder: reuse, resume, overwrite
-
-
-def _is_ours(name: str) -> bool:
-    return (
-        name.startswith(".")
-        or name in (common.MANIFEST_NAME, SKIPPED_NAME)
-        or (name.startswith("shard-") and name.endswith(".tar"))
-    )
-
-
-def _finished_params(out: Path) -> dict[str, Any] | None:
-    try:
-        manifest = common.read_manifest(out)
-    except common.DatasetError:
-        return None
-    gen = manifest["generator"]
-    return gen.get("params") if gen.get("name") == GENERATOR_NAME else None
-
-
-def _clear(out: Path) -> None:
-    (out / common.MANIFEST_NAME).unlink(missing_ok=True)  # first: the old dataset is now invalid
-    for p in out.iterdir():
-        if p.name.startswith("shard-") and p.name.endswith(".tar") or p.name == SKIPPED_NAME:
-            p.unlink()
-    shutil.rmtree(out / WORK_DIR, ignore_errors=True)
-
-
-def _remove_temp_files(out: Path) -> None:
-    for folder in (out, out / WORK_DIR):
-        if folder.is_dir():
-            for p in folder.iterdir():
-                if ".tmp-" in p.name:
-                    p.unlink(missing_ok=True)
-
-
-def prepare_output(out: Path, params: dict[str, Any], overwrite: bool) -> None:
-    """Make ``out`` ready for a run with ``params``: fresh, or resuming the same parameters."""
-    out.mkdir(parents=True, exist_ok=True)
-    _remove_temp_files(out)  # left by a killed run (one process per folder)
-    state = out / WORK_DIR / STATE_NAME
-    try:
-        old = json.loads(state.read_text())
-    except (OSError, json.JSONDecodeError):
-        old = None
-    foreign = sorted(p.name for p in out.iterdir() if not _is_ours(p.name))
-    has_data = any(p.name.endswith(".tar") or p.name == common.MANIFEST_NAME for p in out.iterdir())
-    if old != params and (foreign or has_data or old is not None):
-        if not overwrite:
-            what = (
-                f"other files ({', '.join(foreign[:5])})"
-                if foreign
-                else "an unfinished run with other parameters"
-                if old is not None
-                else "shards or a manifest it cannot reuse (other parameters, or damaged)"
-            )
-            raise FileExistsError(
-                f"{out} holds {what}. Re-run with the same parameters to resume, pass "
-                "--overwrite to replace it, or choose another --out."
-            )
-        if foreign:
-            raise FileExistsError(
-                f"{out} holds files write_shards did not make ({', '.join(foreign[:5])}); "
-                "refusing to overwrite them: choose an empty --out"
-            )
-        _clear(out)
-    (out / common.MANIFEST_NAME).unlink(missing_ok=True)  # stale manifest of the same params
-    state.parent.mkdir(parents=True, exist_ok=True)
-    tmp = common.temp_path(state)
-    tmp.write_text(json.dumps(params, sort_keys=True, indent=1))
-    os.replace(tmp, state)
-
-
-# ------------------------------------------------------------------------------------------------
-# Running the shards
-
-
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops the pool
-
-
-def _run_one(args: tuple[EncodeSettings, ShardJob]) -> dict[str, Any]:
-    return write_one_shard(*args)
-
-
-def run_jobs(settings: EncodeSettings, jobs: list[ShardJob], workers: int) -> Iterator[dict]:
-    """Shard records as shards finish (any order); ``workers`` = 0 runs in this process."""
-    if workers == 0:
-        for job in jobs:
-            yield write_one_shard(settings, job)
-        return
-    # spawn: the parent may hold torch threads, which fork can deadlock; workers import no torch
-    ctx = multiprocessing.get_context("spawn")
-    pool = ctx.Pool(min(workers, len(jobs)), initializer=_ignore_sigint)
-    try:
-        yield from pool.imap_unordered(_run_one, [(settings, j) for j in jobs])
-        pool.close()
-    except BaseException:
-        pool.terminate()  # killed workers may leave temp files: removed below / by a re-run
-        raise
-    finally:
-        pool.join()
-        _remove_temp_files(Path(settings.out))
-
-
-def _manifest(
-    index: FolderIndex,
-    params: dict[str, Any],
-    records: list[dict[str, Any]],
-    skipped: Counter,
-    extra: dict[str, Any],
-) -> dict[str, Any]:
-    class_counts = np.zeros(index.num_classes, dtype=np.int64)
-    modes: Counter[str] = Counter()
-    for r in records:
-        for label, n in r["labels"].items():
-            class_counts[int(label)] += n
-        modes.update(r["modes"])
-    shards = [
-        {k: r[k] for k in ("name", "num_samples", "bytes", "sha256")}
-        for r in sorted(records, key=lambda r: r["index"])
-        if r["name"] is not None
-    ]
-    image_key = params["image_format"]
-    return {
-        "format": {"name": common.FORMAT_NAME, "version": common.FORMAT_VERSION},
-        "generator": {"name": GENERATOR_NAME, "version": GENERATOR_VERSION, "params": params},
-        "seed": params["seed"],
-        "num_samples": int(sum(s["num_samples"] for s in shards)),
-        "resolution": params["resolution"],
-        "num_classes": index.num_classes,
-        "class_names": list(index.class_names),
-        "class_folders": list(index.class_folders),
-        "class_counts": class_counts.tolist(),
-        "keys": [image_key, "depth.png", "cls"] + ["meta.json"] * params["write_meta"],
-        "shards": shards,
-        "depth": {
-            **common.DEPTH_DESCRIPTION,
-            "preprocessing": IMAGE_DESCRIPTION["preprocessing"]
-            + "; values kept as stored, Lanczos ringing clipped to [0, 65535]",
-            "estimate": _depth_info(Path(params["depth_dir"])),
-        },
-        "embedding_dim": None,
-        "image": {"key": image_key, **IMAGE_DESCRIPTION},
-        "assignment": {
-            "method": "numpy.random.default_rng(seed).permutation of the records sorted by "
-            "relative path; shard i = positions [i * shard_size, (i + 1) * shard_size); "
-            "sample key = position; shards whose images were all skipped are omitted",
-            "seed": params["seed"],
-            "shard_size": params["shard_size"],
-        },
-        "source_modes": dict(sorted(modes.items())),  # original PIL modes of the kept images
-        "skipped": dict(sorted(skipped.items())),
-        "num_skipped": int(sum(skipped.values())),
-        "skipped_list": SKIPPED_NAME,
-        **extra,
-    }
-
-
-def _depth_info(depth_dir: Path) -> dict[str, Any] | None:
-    """How the maps were made, from ``estimate_depth``'s ``depth_info.json`` (None: unknown,
-    e.g. maps of a release used in place)."""
-    try:
-        info = json.loads((depth_dir / "depth_info.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return {k: info.get(k) for k in ("estimator", "num_maps", "skipped")}
-
-
-def _write_skipped(out: Path, rows: list[tuple[str, str, str]]) -> None:
-    path = out / SKIPPED_NAME
-    tmp = common.temp_path(path)
-    with open(tmp, "w") as f:
-        f.write(
-            "# relpath\treason\tdetail (images write_shards left out; reasons counted in "
-            "manifest.json 'skipped')\n"
-        )
-        f.writelines(
-            f"{rel}\t{reason}\t{' '.join(detail.split())}\n" for rel, reason, detail in rows
-        )
-    os.replace(tmp, path)
 
 
 def write_shards(
@@ -367,7 +137,7 @@ def write_shards(
         "source": str(index.root.resolve()),
         "depth_dir": str(depth_root.resolve()),
         "class_map": str(Path(class_map).resolve()) if class_map else None,
-        "records_sha256": _fingerprint(records),
+        "records_sha256": records_fingerprint(records),
         "num_records": len(records),
         "resolution": resolution,
         "shard_size": shard_size,
@@ -377,7 +147,7 @@ def write_shards(
         "write_meta": write_meta,
         "png_level": png_level,
     }
-    if out.is_dir() and not overwrite and _finished_params(out) == params:
+    if out.is_dir() and not overwrite and finished_params(out) == params:
         manifest = common.read_manifest(out)
         return WriteResult(out, manifest["num_samples"], shards_reused=len(manifest["shards"]),
                            skipped=manifest["skipped"], reused=True)  # fmt: skip
@@ -419,13 +189,13 @@ def write_shards(
             "depth_dir": params["depth_dir"],
         },
     }  # fmt: skip
-    manifest = _manifest(index, params, done, skipped, extra)
+    manifest = build_manifest(index, params, done, skipped, extra)
     if manifest["num_samples"] == 0:
         raise common.DatasetFormatError(
             f"every image of {index.root} was skipped ({dict(skipped)}); see the reasons above "
             "(no depth maps under --depth-dir? wrong --min-size?)"
         )
-    _write_skipped(out, rows)
+    write_skipped(out, rows)
     common.write_manifest(out, manifest)  # last: from here the folder is a dataset
     shutil.rmtree(out / WORK_DIR, ignore_errors=True)
     result.num_samples, result.skipped = manifest["num_samples"], manifest["skipped"]
