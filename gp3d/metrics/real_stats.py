@@ -8,11 +8,9 @@ Under DDP every rank reads a share of the shards, the float64 sums are all-reduc
 writes the cache and the others wait at a barrier: every rank ends with identical statistics.
 """
 
-import io
 import json
 import os
 import re
-import tarfile
 import time
 import warnings
 import zipfile
@@ -21,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 import gp3d
 from data_prep.common import manifest_sha256, read_manifest, shard_paths
+from gp3d.data.decode import IMAGE_KEYS, decode_image_u8
+from gp3d.data.tar_samples import tar_samples
 from gp3d.metrics.distributed import (
     all_reduce_sum,
     barrier,
@@ -37,25 +36,7 @@ from gp3d.metrics.distributed import (
 from gp3d.metrics.feature_net import FeatureNetwork
 from gp3d.metrics.fid import FeatureStats
 
-IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
 CACHE_VERSION = 1
-
-
-def _samples(path: str):
-    """(key, {ext: bytes}) of one tar shard, in file order (members of a sample are adjacent)."""
-    key, parts = None, {}
-    with tarfile.open(path) as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            k, _, ext = Path(member.name).name.partition(".")
-            if k != key and parts:
-                yield key, parts
-                parts = {}
-            key = k
-            parts[ext] = tar.extractfile(member).read()
-    if parts:
-        yield key, parts
 
 
 class ShardImages(IterableDataset):
@@ -74,18 +55,21 @@ class ShardImages(IterableDataset):
         for i, (path, limit) in enumerate(self.shards):
             if i % workers != worker:
                 continue
-            for j, (key, parts) in enumerate(_samples(path)):
+            # the training loader's tar reader and decoder: same samples, same errors
+            for j, sample in enumerate(tar_samples([{"url": path}])):
                 if j >= limit:
                     break
-                if self.class_index is not None and int(parts.get("cls", b"0")) != self.class_index:
+                if (
+                    self.class_index is not None
+                    and int(sample.get("cls", b"0")) != self.class_index
+                ):
                     continue
-                ext = next((e for e in IMAGE_KEYS if e in parts), None)
+                ext = next((e for e in IMAGE_KEYS if e in sample), None)
                 if ext is None:
                     raise ValueError(
-                        f"sample {key} of {path} has no image ({'/'.join(IMAGE_KEYS)})"
+                        f"sample {sample['__key__']} of {path} has no image ({'/'.join(IMAGE_KEYS)})"
                     )
-                with Image.open(io.BytesIO(parts[ext])) as img:
-                    arr = np.asarray(img.convert("RGB"))
+                arr = decode_image_u8(sample[ext])
                 yield torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
