@@ -25,7 +25,7 @@ from gp3d.data.shards import (
     decode_image,
     make_pipeline,
 )
-from gp3d.data.tar_samples import tar_samples
+from gp3d.data.tar_samples import LoadSamples, shard_samples, tar_sample_refs, tar_samples
 from gp3d.types import Batch
 
 RES = 16
@@ -280,6 +280,16 @@ def _our_samples(urls):
     return list(tar_samples(iter([{"url": u} for u in urls])))
 
 
+class _ShortReads:
+    """Only ``read``, returning at most 100 bytes a call (like a pipe)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def read(self, n=-1):
+        return self.f.read(100 if n < 0 else min(n, 100))
+
+
 def test_tar_reader_yields_what_webdataset_yields(tmp_path, synth):
     odd = [  # optional keys missing in some samples, odd names webdataset skips or keeps
         ("0001.png", b"a"), ("0001.depth.png", b"b"), ("0001.cls", b"3"),
@@ -301,16 +311,26 @@ def test_tar_reader_yields_what_webdataset_yields(tmp_path, synth):
     ]
     ours = _our_samples(urls)
     assert ours == _wds_samples(urls)
+    refs = list(tar_sample_refs(iter([{"url": u} for u in urls])))  # positional reads
+    assert list(LoadSamples(max_open=2)(iter(refs[::-1]))) == ours[::-1]
     assert {"0001", "0002", "dir/0003"} <= {s["__key__"] for s in ours}
     assert [s for s in ours if s["__url__"] in urls[4:6]] == [  # never merged across shards
         {"__key__": "0002", "__url__": urls[4], "png": b"c"},
         {"__key__": "0002", "__url__": urls[5], "cls": b"1"},
     ]
+    for url in urls[:4]:  # a pipe-like stream with short reads (and no peek) reads the same
+        with open(url, "rb") as f:
+            assert list(shard_samples(_ShortReads(f), url)) == _wds_samples([url])
     with pytest.raises(common.DatasetFormatError, match="appears twice"):
         _our_samples([_tar(tmp_path / "dup.tar", [("a.png", b"1"), ("a.PNG", b"2")])])
 
 
-def test_truncated_or_corrupt_shard_names_it_and_the_fix(tmp_path, synth):
+def _our_loaded_refs(urls):
+    return list(LoadSamples()(tar_sample_refs(iter([{"url": u} for u in urls]))))
+
+
+@pytest.mark.parametrize("read", [_our_samples, _our_loaded_refs], ids=["stream", "refs"])
+def test_truncated_or_corrupt_shard_names_it_and_the_fix(tmp_path, synth, read):
     shard = common.shard_paths(synth, common.read_manifest(synth))[0]
     data = Path(shard).read_bytes()
     with tarfile.open(shard) as tar:
@@ -327,11 +347,18 @@ def test_truncated_or_corrupt_shard_names_it_and_the_fix(tmp_path, synth):
         path = tmp_path / f"{name}.tar"
         path.write_bytes(content)
         with pytest.raises(common.DatasetFormatError, match=what) as err:
-            _our_samples([str(path)])
+            read([str(path)])
         assert str(path) in str(err.value) and "write_shards" in str(err.value)
         assert "data_prep.validate" in str(err.value)
     with pytest.raises(common.DatasetFormatError, match="does not exist"):
-        _our_samples([str(tmp_path / "gone.tar")])
+        read([str(tmp_path / "gone.tar")])
+    changed = tmp_path / "changed.tar"
+    changed.write_bytes(data)
+    refs = tar_sample_refs(iter([{"url": str(changed)}]))
+    first_ref = next(refs)
+    changed.write_bytes(data[:600])  # cut after the refs were taken
+    with pytest.raises(common.DatasetFormatError, match=f"{changed} changed while it was read"):
+        list(LoadSamples()(iter([first_ref])))
 
 
 class _TensorXFlip(RandomXFlip):

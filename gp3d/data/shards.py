@@ -5,7 +5,8 @@ The shard format is documented in ``data_prep/common.py``. Stages, in order:
 1. an infinite stream of shards drawn with replacement (``wds.ResampledShards``), identical in
    every process, then split by node (explicit rank / world size from Lightning) and by
    DataLoader worker, so ranks and workers read disjoint positions of one stream;
-2. tar -> samples (``gp3d.data.tar_samples``, webdataset's sample semantics); a shuffle buffer;
+2. tar -> samples (``gp3d.data.tar_samples``, webdataset's sample semantics) through a shuffle
+   buffer, which holds where a sample's bytes are and reads them when it emits the sample;
 3. decode to raw arrays: image uint8, depth raw 16 bit, label, optional embedding float32;
 4. joint x-flip of image and depth with p = 0.5; the embedding is *not* flipped (spec 6.5:
    mirrored reals use the un-mirrored image's embedding);
@@ -39,7 +40,7 @@ from gp3d.data.decode import (  # noqa: F401 - decode_* / Decode re-exported (be
     normalise_depths,
     normalise_images,
 )
-from gp3d.data.tar_samples import tar_samples
+from gp3d.data.tar_samples import LoadSamples, tar_sample_refs
 from gp3d.types import Batch
 
 
@@ -193,8 +194,9 @@ def make_pipeline(
         shards,
         SplitByNode(rank, world_size),
         wds.split_by_worker,
-        tar_samples,
+        tar_sample_refs,  # where each member is; read after the shuffle
         Shuffle(shuffle_buffer, seed, rank),
+        LoadSamples(),
         wds.map(DecodeRaw(resolution, use_embeddings)),
     ]
     if xflip:

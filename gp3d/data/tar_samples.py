@@ -22,6 +22,7 @@ import bz2
 import gzip
 import io
 import lzma
+import os
 import re
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -40,7 +41,7 @@ _FIX = (
 
 
 class _Reader:
-    """Exact-size reads from ``stream`` with the byte offset kept for error messages."""
+    """Sequential reads from a tar ``stream``, the byte offset kept for error messages."""
 
     def __init__(self, stream: BinaryIO, url: str) -> None:
         self.stream, self.url, self.offset = stream, url, 0
@@ -48,19 +49,67 @@ class _Reader:
     def error(self, what: str) -> DatasetFormatError:
         return DatasetFormatError(f"shard {self.url} is corrupt: {what}. {_FIX}")
 
+    def _read(self, size: int) -> bytes:
+        return self.stream.read(size)
+
+    def read_upto(self, size: int) -> bytes:
+        """``size`` bytes, fewer only at the end of the stream (pipes and decompressors may
+        return short reads)."""
+        data = self._read(size)
+        if 0 < len(data) < size:
+            parts, got = [data], len(data)
+            while got < size and (more := self._read(size - got)):
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
+        self.offset += len(data)
+        return data
+
     def read(self, size: int, what: str) -> bytes:
-        data = self.stream.read(size)
+        """``size`` bytes and the padding to the next block."""
+        start = self.offset
+        data = self.read_upto(size)
         if len(data) != size:
             raise self.error(
-                f"truncated at byte {self.offset + len(data)} while reading {what} "
-                f"({size} bytes needed)"
+                f"truncated at byte {start + len(data)} while reading {what} ({size} bytes needed)"
             )
-        self.offset += size
+        self.skip(_padded(size), "padding")
         return data
 
     def skip(self, size: int, what: str) -> None:
-        if size:
-            self.read(size, what)
+        if size and len(self.read_upto(size)) != size:
+            raise self.error(f"truncated at byte {self.offset} while skipping {what}")
+
+    def payload(self, size: int, what: str) -> Any:
+        return self.read(size, what)
+
+
+class _FileReader(_Reader):
+    """Positional reads (``os.pread``) of a local shard; :meth:`payload` returns where a
+    member's bytes are instead of reading them, so only emitted samples are ever read."""
+
+    def __init__(self, fd: int, url: str) -> None:
+        super().__init__(None, url)
+        self.fd, self.size = fd, os.fstat(fd).st_size
+
+    def read_upto(self, size: int) -> bytes:
+        data = os.pread(self.fd, size, self.offset)  # short only at the end of a regular file
+        self.offset += len(data)
+        return data
+
+    def skip(self, size: int, what: str) -> None:
+        if self.offset + size > self.size:
+            raise self.error(f"truncated at byte {self.size} while skipping {what}")
+        self.offset += size
+
+    def payload(self, size: int, what: str) -> tuple[int, int]:
+        if self.offset + size > self.size:
+            raise self.error(
+                f"truncated at byte {self.size} while reading {what} ({size} bytes needed)"
+            )
+        where = (self.offset, size)
+        self.offset += size + _padded(size)
+        return where
 
 
 def _padded(size: int) -> int:
@@ -85,19 +134,18 @@ def _parse_pax(data: bytes) -> dict[str, str]:
     return out
 
 
-def iter_members(stream: BinaryIO, url: str) -> Iterator[tuple[str, bytes]]:
-    """(name, data) of every regular member of an uncompressed tar ``stream``."""
-    reader = _Reader(stream, url)
+def iter_members(reader: _Reader) -> Iterator[tuple[str, Any]]:
+    """(name, payload) of every regular member: its bytes, or (offset, size) for a
+    :class:`_FileReader`."""
     long_name: str | None = None
     pax: dict[str, str] = {}
     while True:
         start = reader.offset
-        header = reader.stream.read(BLOCK)
+        header = reader.read_upto(BLOCK)
         if not header:
             raise reader.error(f"ends at byte {start} without the end-of-archive block")
         if len(header) != BLOCK:
             raise reader.error(f"truncated header at byte {start}")
-        reader.offset += BLOCK
         if header.count(0) == BLOCK:
             return  # end-of-archive (what follows is padding)
         try:
@@ -110,7 +158,6 @@ def iter_members(stream: BinaryIO, url: str) -> Iterator[tuple[str, bytes]]:
         kind = header[156:157]
         if kind in (b"x", b"g", b"L", b"K"):
             data = reader.read(size, f"the extended header at byte {start}")
-            reader.skip(_padded(size), "padding")
             if kind == b"x":
                 pax = _parse_pax(data)
             elif kind == b"L":
@@ -130,17 +177,31 @@ def iter_members(stream: BinaryIO, url: str) -> Iterator[tuple[str, bytes]]:
             if kind == b"\0" and name.endswith("/"):
                 kind = b"5"  # old-style directory
         long_name, pax = None, {}
+        what = f"member {name!r} (header at byte {start})"
         if kind in _REGULAR:
-            data = reader.read(size, f"member {name!r} (header at byte {start})")
-            reader.skip(_padded(size), "padding")
-            yield name, data
+            yield name, reader.payload(size, what)
         else:
-            reader.skip(size + _padded(size), f"member {name!r}")
+            reader.skip(size + _padded(size), what)
+
+
+class _RawView(io.RawIOBase):
+    """A raw-IO face for any object with ``read`` (e.g. a pipe), so it can be buffered."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _decompressed(stream: BinaryIO) -> BinaryIO:
     """``stream`` itself, or a decompressing view of it when it starts with a gzip/bz2/xz magic."""
-    buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)
+    buffered = stream if hasattr(stream, "peek") else io.BufferedReader(_RawView(stream))
     magic = buffered.peek(6)[:6]
     if magic[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=buffered)
@@ -157,10 +218,10 @@ def _wanted(name: str) -> bool:
     return _SKIP_META.match(name) is None
 
 
-def shard_samples(stream: BinaryIO, url: str) -> Iterator[dict[str, Any]]:
-    """Samples of one tar shard, grouped by key (see the module docstring)."""
+def _grouped(members: Iterator[tuple[str, Any]], url: str) -> Iterator[dict[str, Any]]:
+    """Members -> samples: ``{"__key__", "__url__", ext: payload, ...}`` (webdataset's rules)."""
     sample: dict[str, Any] | None = None
-    for name, data in iter_members(_decompressed(stream), url):
+    for name, payload in members:
         if not _wanted(name) or (match := _KEY_EXT.match(name)) is None:
             continue
         key, ext = match.group(1), match.group(2).lower()
@@ -172,28 +233,97 @@ def shard_samples(stream: BinaryIO, url: str) -> Iterator[dict[str, Any]]:
             raise DatasetFormatError(
                 f"shard {url} is corrupt: member {name!r} appears twice in sample {key!r}. {_FIX}"
             )
-        sample[ext] = data
+        sample[ext] = payload
     if sample is not None:
         yield sample
 
 
-def _open(url: str) -> BinaryIO:
-    if "://" in url or url.startswith("pipe:"):
-        from webdataset import gopen  # remote / piped shards: webdataset's opener
+def shard_samples(stream: BinaryIO, url: str) -> Iterator[dict[str, Any]]:
+    """Samples of one tar shard read from ``stream`` (see the module docstring)."""
+    return _grouped(iter_members(_Reader(_decompressed(stream), url)), url)
 
-        return gopen.gopen(url)
-    return open(url, "rb", buffering=1 << 16)  # noqa: SIM115 - closed by the caller
+
+def _is_local(url: str) -> bool:
+    return "://" not in url and not url.startswith("pipe:")
+
+
+def _open(url: str) -> BinaryIO:
+    try:
+        if not _is_local(url):
+            from webdataset import gopen  # remote / piped shards: webdataset's opener
+
+            return gopen.gopen(url)
+        return open(url, "rb", buffering=1 << 16)  # noqa: SIM115 - closed by the caller
+    except FileNotFoundError as err:
+        raise DatasetFormatError(f"shard {url} does not exist (moved or deleted?). {_FIX}") from err
 
 
 def tar_samples(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Pipeline stage: ``{"url": ...}`` items (e.g. from ``ResampledShards``) -> samples."""
     for item in src:
+        with _open(item["url"]) as stream:
+            yield from shard_samples(stream, item["url"])
+
+
+class SampleRef(dict):
+    """A sample whose member values are ``(offset, size)`` in its local, uncompressed shard:
+    :class:`LoadSamples` reads them. Holding refs instead of bytes keeps a shuffle buffer of
+    1000 samples at a few hundred kB instead of ~200 MB (256 px), and samples the buffer
+    still holds when a pass ends are never read."""
+
+
+def tar_sample_refs(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Like :func:`tar_samples`, but yields a :class:`SampleRef` per sample of a local,
+    uncompressed shard (other shards: the samples themselves)."""
+    for item in src:
         url = item["url"]
+        if not _is_local(url):
+            yield from tar_samples([item])
+            continue
+        with _open(url) as f:
+            if _decompressed(f) is not f:  # compressed: no positional reads
+                f.seek(0)
+                yield from shard_samples(f, url)
+                continue
+            for sample in _grouped(iter_members(_FileReader(f.fileno(), url)), url):
+                yield SampleRef(sample)
+
+
+class LoadSamples:
+    """Pipeline stage: :class:`SampleRef` -> the sample with its bytes (others pass through).
+
+    Keeps up to ``max_open`` shards open (a shuffle buffer mixes a few shards at a time).
+    """
+
+    def __init__(self, max_open: int = 8) -> None:
+        self.max_open = max_open
+
+    def __call__(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        files: dict[str, BinaryIO] = {}
         try:
-            stream = _open(url)
-        except FileNotFoundError as err:
-            raise DatasetFormatError(
-                f"shard {url} does not exist (moved or deleted?). {_FIX}"
-            ) from err
-        with stream:
-            yield from shard_samples(stream, url)
+            for sample in src:
+                yield self._load(sample, files) if isinstance(sample, SampleRef) else sample
+        finally:
+            for f in files.values():
+                f.close()
+
+    def _load(self, ref: SampleRef, files: dict[str, BinaryIO]) -> dict[str, Any]:
+        url = ref["__url__"]
+        f = files.pop(url, None) or _open(url)
+        files[url] = f  # most recently used last
+        if len(files) > self.max_open:
+            files.pop(next(iter(files))).close()
+        out = {}
+        for ext, value in ref.items():
+            if ext.startswith("__"):
+                out[ext] = value
+                continue
+            offset, size = value
+            data = os.pread(f.fileno(), size, offset)
+            if len(data) != size:
+                raise DatasetFormatError(
+                    f"shard {url} changed while it was read: member {ref['__key__']}.{ext} at "
+                    f"byte {offset} is cut short. {_FIX}"
+                )
+            out[ext] = data
+        return out
