@@ -25,7 +25,13 @@ from gp3d.data.shards import (
     decode_image,
     make_pipeline,
 )
-from gp3d.data.tar_samples import LoadSamples, shard_samples, tar_sample_refs, tar_samples
+from gp3d.data.tar_samples import (
+    LoadSamples,
+    SampleRef,
+    shard_samples,
+    tar_sample_refs,
+    tar_samples,
+)
 from gp3d.types import Batch
 
 RES = 16
@@ -312,6 +318,9 @@ def test_tar_reader_yields_what_webdataset_yields(tmp_path, synth):
     ours = _our_samples(urls)
     assert ours == _wds_samples(urls)
     refs = list(tar_sample_refs(iter([{"url": u} for u in urls])))  # positional reads
+    kinds = {r["__url__"]: type(r) for r in refs}
+    assert kinds[urls[0]] is SampleRef and kinds[urls[3]] is dict  # gzip: read as a stream
+    assert all(isinstance(v, tuple) for k, v in refs[0].items() if not k.startswith("__"))
     assert list(LoadSamples(max_open=2)(iter(refs[::-1]))) == ours[::-1]
     assert {"0001", "0002", "dir/0003"} <= {s["__key__"] for s in ours}
     assert [s for s in ours if s["__url__"] in urls[4:6]] == [  # never merged across shards

@@ -40,8 +40,12 @@ def decode_depth_raw(data: bytes) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def decode_embedding(data: bytes) -> np.ndarray:
+def decode_embedding_raw(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
+
+
+def decode_embedding(data: bytes) -> torch.Tensor:
+    return torch.from_numpy(decode_embedding_raw(data))
 
 
 def normalise_images(u8: torch.Tensor) -> torch.Tensor:
@@ -97,7 +101,7 @@ class DecodeRaw:
         if self.use_embeddings:
             if "emb.npy" not in sample:
                 raise ValueError(f"{where} has no emb.npy but embeddings were requested")
-            out["embedding"] = decode_embedding(sample["emb.npy"])
+            out["embedding"] = decode_embedding_raw(sample["emb.npy"])
         return out
 
 

@@ -3,7 +3,7 @@
 Why: webdataset goes through ``tarfile``'s generic stream reader (16 KiB chunks joined per
 member, a full ``TarInfo`` per header); on 256 px samples that cost ~0.9 ms per sample, more
 than loose files cost. This reader parses the 512-byte headers itself and reads each member
-with a single ``read``. It yields exactly what webdataset yields for the same stream:
+with a single read. It yields exactly what webdataset yields for the same stream:
 
 * a member ``<dir/>key.ext.ext2`` becomes ``sample["ext.ext2"]`` (extension lower-cased) of
   the sample ``key`` (the name up to the first dot of its last path part); consecutive members
@@ -12,6 +12,10 @@ with a single ``read``. It yields exactly what webdataset yields for the same st
 * non-regular members, names without an extension and ``__meta__``-style members are skipped;
   GNU long names (``L``) and pax ``path`` / ``size`` records are honoured; gzip, bz2 and xz
   compressed tars are read too (like ``tarfile``'s ``r|*``).
+
+For local, uncompressed shards, :func:`tar_sample_refs` yields where each member's bytes are
+(``os.pread`` of the headers only) and :class:`LoadSamples` reads them later: placed after the
+shuffle buffer, only the samples a pass emits are ever read and the buffer holds no bytes.
 
 Unlike ``tarfile``'s stream mode, an archive must end with its end-of-archive block, so a shard
 truncated between two members is an error too. Errors are :class:`DatasetFormatError` naming
