@@ -23,6 +23,57 @@ def test_crossed_kimg_fires_once_per_interval_across_ranks():
     assert not crossed_kimg(trainer, module, batch, every_kimg=0)  # 0 = never
 
 
+class _Recorder:
+    """A KimgIntervalCallback that records its firings."""
+
+    def __new__(cls, **attrs):
+        from gp3d.callbacks.interval import KimgIntervalCallback
+
+        class Rec(KimgIntervalCallback):
+            def __init__(self) -> None:
+                self.every_kimg, self.tags = 1.0, []
+                for k, v in attrs.items():
+                    setattr(self, k, v)
+
+            def fire(self, trainer, pl_module, tag: str) -> None:
+                self.tags.append(tag)
+
+        return Rec()
+
+
+def _drive(cb, nimgs, fast_dev_run=False):
+    trainer = SimpleNamespace(world_size=1, fast_dev_run=fast_dev_run, sanity_checking=False)
+    batch = SimpleNamespace(image=torch.zeros(500, 3, 4, 4))
+    for n in nimgs:
+        module = SimpleNamespace(nimg=torch.tensor(n))
+        cb.on_train_batch_end(trainer, module, None, batch, 0)
+    cb.on_train_end(trainer, module)
+    return cb.tags
+
+
+def test_interval_callback_fires_on_crossings_and_at_the_end():
+    assert _drive(_Recorder(), [500, 1000, 1500, 2000, 2500]) == [
+        "kimg000001",
+        "kimg000002",
+        "kimg000002_final",
+    ]
+    # the same weights were just evaluated: metrics skip the final firing
+    assert _drive(_Recorder(skip_final_if_fired=True), [500, 1000, 1500, 2000]) == [
+        "kimg000001",
+        "kimg000002",
+    ]
+    assert _drive(_Recorder(skip_final_if_fired=True), [500, 1000, 1500]) == [
+        "kimg000001",
+        "kimg000001_final",
+    ]
+    assert _drive(_Recorder(at_train_end=False), [500, 1000, 1500]) == ["kimg000001"]
+
+
+def test_interval_callback_under_fast_dev_run_fires_only_the_final_when_allowed():
+    assert _drive(_Recorder(), [500, 1000], fast_dev_run=True) == ["kimg000001_final"]
+    assert _drive(_Recorder(final_in_fast_dev_run=False), [500, 1000], fast_dev_run=True) == []
+
+
 # --- VideoLogger ------------------------------------------------------------------------------
 
 

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import torch
-from lightning import Callback, LightningModule, Trainer
+from lightning import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from gp3d.callbacks.checkpoint import BestCheckpoint
-from gp3d.callbacks.interval import crossed_kimg
+from gp3d.callbacks.interval import KimgIntervalCallback
 from gp3d.metrics.distributed import broadcast_value
 from gp3d.metrics.fakes import fake_features
 from gp3d.metrics.feature_net import FeatureNetwork, load_feature_network
@@ -49,7 +49,7 @@ def fid_of_generator(
     return broadcast_value(value)
 
 
-class FIDCallback(Callback):
+class FIDCallback(KimgIntervalCallback):
     """Logs ``val/fid<N>`` (e.g. ``val/fid2k``) every ``every_kimg`` and at the end of training.
 
     Args:
@@ -64,6 +64,8 @@ class FIDCallback(Callback):
         at_train_end: also evaluate when training ends (unless just evaluated).
         save_best: keep ``best.ckpt`` by this metric (lowest).
     """
+
+    skip_final_if_fired = True  # the last interval already evaluated these weights
 
     def __init__(
         self,
@@ -89,7 +91,6 @@ class FIDCallback(Callback):
         self.net: FeatureNetwork | None = None
         self.reals: RealStats | None = None
         self.last_value: float | None = None
-        self._last_nimg = -1
 
     @property
     def key(self) -> str:
@@ -100,7 +101,7 @@ class FIDCallback(Callback):
         return f"FIDCallback[{self.key}]"
 
     def _inactive(self, trainer: Trainer) -> bool:
-        return bool(getattr(trainer, "fast_dev_run", False)) or trainer.sanity_checking
+        return self._fast_dev_run(trainer) or trainer.sanity_checking
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._inactive(trainer) or (self.every_kimg <= 0 and not self.at_train_end):
@@ -140,7 +141,7 @@ class FIDCallback(Callback):
             self.seed,
         )  # fmt: skip
         seconds = time.perf_counter() - start
-        self.last_value, self._last_nimg = value, int(pl_module.nimg.item())
+        self.last_value = value
         kimg = pl_module.kimg
         if trainer.is_global_zero:
             for logger in trainer.loggers:
@@ -152,13 +153,8 @@ class FIDCallback(Callback):
         if self.best is not None:
             self.best.update(trainer, value, kimg)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not self._inactive(trainer) and crossed_kimg(trainer, pl_module, batch, self.every_kimg):
-            self._run(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if self.at_train_end and int(pl_module.nimg.item()) != self._last_nimg:
-            self._run(trainer, pl_module)
+    def fire(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> None:
+        self._run(trainer, pl_module)
 
     def state_dict(self) -> dict:
         return {"best": self.best.state_dict() if self.best else None, "last": self.last_value}

@@ -2,9 +2,9 @@
 
 import torch
 import torch.nn.functional as F
-from lightning import Callback, LightningModule, Trainer
+from lightning import LightningModule, Trainer
 
-from gp3d.callbacks.interval import crossed_kimg
+from gp3d.callbacks.interval import KimgIntervalCallback
 from gp3d.metrics.nfs import non_flatness_score
 
 
@@ -45,8 +45,10 @@ def compute_nfs(
     return torch.cat(scores).mean().item()
 
 
-class NonFlatnessScore(Callback):
+class NonFlatnessScore(KimgIntervalCallback):
     """Every ``every_kimg`` (and at the end of training) logs ``val/nfs<num_samples>``."""
+
+    skip_final_if_fired = True  # same weights, same seed: the same value
 
     def __init__(
         self,
@@ -81,12 +83,5 @@ class NonFlatnessScore(Callback):
                 )
         trainer.callback_metrics[self.key] = torch.tensor(value)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if getattr(trainer, "fast_dev_run", False):
-            return
-        if crossed_kimg(trainer, pl_module, batch, self.every_kimg):
-            self._run(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if self.at_train_end:
-            self._run(trainer, pl_module)
+    def fire(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> None:
+        self._run(trainer, pl_module)

@@ -3,16 +3,16 @@
 from pathlib import Path
 
 import torch
-from lightning import Callback, LightningModule, Trainer
+from lightning import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
-from gp3d.callbacks.interval import crossed_kimg
+from gp3d.callbacks.interval import KimgIntervalCallback
 from gp3d.callbacks.video import log_to_wandb
 from gp3d.trajectories import mean_camera, yaw_offsets
 from gp3d.utils.media import depth_to_image, make_grid, save_image
 
 
-class SampleLogger(Callback):
+class SampleLogger(KimgIntervalCallback):
     """Every ``every_kimg`` (and at the end) renders fixed latents from several cameras.
 
     Writes ``samples/kimgXXXXXX.png`` (rows: samples; columns: RGB views then depth views) into
@@ -83,16 +83,5 @@ class SampleLogger(Callback):
         self.last_paths = paths
         return paths
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if getattr(trainer, "fast_dev_run", False):
-            return
-        if crossed_kimg(trainer, pl_module, batch, self.every_kimg):
-            self.render_and_save(
-                trainer, pl_module, f"kimg{int(pl_module.nimg.item()) // 1000:06d}"
-            )
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if self.at_train_end:
-            self.render_and_save(
-                trainer, pl_module, f"kimg{int(pl_module.nimg.item()) // 1000:06d}_final"
-            )
+    def fire(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> None:
+        self.render_and_save(trainer, pl_module, tag)

@@ -4,11 +4,11 @@ import math
 from pathlib import Path
 
 import torch
-from lightning import Callback, LightningModule, Trainer
+from lightning import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
 from gp3d import inference
-from gp3d.callbacks.interval import crossed_kimg
+from gp3d.callbacks.interval import KimgIntervalCallback
 from gp3d.trajectories import front_circle, mean_camera, posterior_mean_camera
 from gp3d.types import CameraParams
 from gp3d.utils.media import VideoWriter, colorize_depth, make_grid
@@ -23,7 +23,9 @@ def log_to_wandb(trainer: Trainer, payload: dict) -> None:
             logger.experiment.log({**payload, "trainer/global_step": trainer.global_step})
 
 
-class VideoLogger(Callback):
+class VideoLogger(KimgIntervalCallback):
+    final_in_fast_dev_run = False  # a video per fast_dev_run would only slow the pipeline tests
+
     """Every ``every_kimg`` (and at the end of training) renders a front-circle turntable
     (spec 8.4: 32 frames in training videos, 25 fps, h264 crf 20) of fixed latents, one per seed,
     with fixed classes, and writes one grid video ``<subdir>/kimgNNNNNN.mp4`` (RGB | colour-mapped
@@ -154,16 +156,5 @@ class VideoLogger(Callback):
         self.last_path = path
         return path
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if getattr(trainer, "fast_dev_run", False):
-            return
-        if crossed_kimg(trainer, pl_module, batch, self.every_kimg):
-            self.render_and_save(
-                trainer, pl_module, f"kimg{int(pl_module.nimg.item()) // 1000:06d}"
-            )
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if self.at_train_end and not getattr(trainer, "fast_dev_run", False):
-            self.render_and_save(
-                trainer, pl_module, f"kimg{int(pl_module.nimg.item()) // 1000:06d}_final"
-            )
+    def fire(self, trainer: Trainer, pl_module: LightningModule, tag: str) -> None:
+        self.render_and_save(trainer, pl_module, tag)
