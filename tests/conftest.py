@@ -17,6 +17,16 @@ def _seed():
     yield
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Single-threaded torch for a module: tiny convs run fastest on one thread and stay fast on a
+    busy shared CPU; a fixed thread count also keeps features bit-identical between runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A finished tiny training run (8 images of the smoke experiment, class-conditional, KD on):

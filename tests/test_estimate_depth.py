@@ -5,7 +5,6 @@ import io
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from data_prep import common
@@ -22,11 +21,8 @@ TINY = "random:depth-anything-tiny"
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):  # see conftest.one_thread
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

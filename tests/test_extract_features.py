@@ -25,13 +25,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:teacher features come from a ran
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convs run fastest single-threaded and stay fast when the shared CPU is busy; a fixed
-    # thread count also keeps the features bit-identical between runs.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):  # see conftest.one_thread
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

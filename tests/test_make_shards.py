@@ -6,7 +6,6 @@ import shutil
 import subprocess
 
 import pytest
-import torch
 
 from data_prep import common, make_shards, shard_worker
 from data_prep.estimate_depth import INFO_NAME
@@ -18,11 +17,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:teacher features come from a ran
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):  # see conftest.one_thread
     yield
-    torch.set_num_threads(threads)
 
 
 def _argv(src, dest, *extra):

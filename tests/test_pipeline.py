@@ -16,11 +16,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:teacher features come from a ran
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convs; keeps the shared 2-core machine responsive
+def _one_thread(one_thread):  # see conftest.one_thread
     yield
-    torch.set_num_threads(threads)
 
 
 def _prepare(src, dest, extra=()):

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from scipy.stats import multivariate_normal
 
 from data_prep import common
@@ -19,11 +18,8 @@ NET = "random:4"  # 4-d features: more images per class than dimensions, so the 
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):  # see conftest.one_thread
     yield
-    torch.set_num_threads(threads)
 
 
 def test_scores_match_scipy_gaussian():
