@@ -100,3 +100,33 @@ def test_kept_features_and_bad_cache_files(dataset, tmp_path):
     assert rs.load_stats(cache_file).n == 20  # rewritten
     with pytest.raises(ValueError, match="too few"):
         rs.real_stats(str(dataset), net, None, class_index=99)
+
+
+def _kept_worker(rank: int, world: int, init: str, data: str, out: str):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        net = load_feature_network("random:8")
+        s = rs.compute_real_stats(data, read_manifest(data), net, 5, keep_features=20)
+        torch.save(s.features, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_kept_features_are_the_first_images_whatever_the_workers_and_ranks(dataset, tmp_path):
+    """KID / precision-recall reals: the first N images in dataset order, with any number of
+    DataLoader workers or DDP ranks (shards of 8, 8, 4 split 12 / 8 over two ranks)."""
+    import torch.multiprocessing as mp
+
+    net = load_feature_network("random:8")
+    ref = net(_all_images(dataset))
+    manifest = read_manifest(dataset)
+    two = rs.compute_real_stats(str(dataset), manifest, net, 3, num_workers=2, keep_features=10)
+    torch.testing.assert_close(two.features, ref[:10])
+    out = str(tmp_path / "kept")
+    init = f"file://{tmp_path / 'pg'}"
+    mp.spawn(_kept_worker, args=(2, init, str(dataset), out), nprocs=2, join=True)
+    for rank in range(2):
+        torch.testing.assert_close(torch.load(f"{out}.{rank}"), ref)  # all 20, in order

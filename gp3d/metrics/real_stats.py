@@ -40,14 +40,23 @@ CACHE_VERSION = 1
 
 
 class ShardImages(IterableDataset):
-    """uint8 images [3, H, W] of the given shards, each at most ``limit`` items, no mirroring.
+    """(index, uint8 image [3, H, W]) of the given shards, each at most ``limit`` items, no
+    mirroring. ``index`` is the item's position in the dataset (``offsets[i]`` = that of shard
+    ``i``'s first item; default: consecutive from 0), so an order that does not depend on
+    workers or ranks can be restored.
 
     Shards are split over DataLoader workers. ``class_index`` keeps only that class's images
     (the limits count items before that filter).
     """
 
-    def __init__(self, shards: list[tuple[str, int]], class_index: int | None = None) -> None:
+    def __init__(
+        self,
+        shards: list[tuple[str, int]],
+        class_index: int | None = None,
+        offsets: list[int] | None = None,
+    ) -> None:
         self.shards, self.class_index = shards, class_index
+        self.offsets = offsets if offsets is not None else _offsets(shards)
 
     def __iter__(self):
         info = get_worker_info()
@@ -70,7 +79,16 @@ class ShardImages(IterableDataset):
                         f"sample {sample['__key__']} of {path} has no image ({'/'.join(IMAGE_KEYS)})"
                     )
                 arr = decode_image_u8(sample[ext])
-                yield torch.from_numpy(arr.copy()).permute(2, 0, 1)
+                yield self.offsets[i] + j, torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def _offsets(shards: list[tuple[str, int]]) -> list[int]:
+    """Dataset position of each shard's first item (shards in manifest order)."""
+    out, total = [], 0
+    for _, limit in shards:
+        out.append(total)
+        total += limit
+    return out
 
 
 def shard_limits(manifest: dict, folder: str, max_items: int | None) -> list[tuple[str, int]]:
@@ -185,20 +203,26 @@ def compute_real_stats(
 ) -> RealStats:
     """Feature statistics of the dataset's images (call on every rank under DDP)."""
     rank, world = rank_and_world()
-    shards = shard_limits(manifest, folder, max_items)[rank::world]
+    every = shard_limits(manifest, folder, max_items)
+    shards, offsets = every[rank::world], _offsets(every)[rank::world]
     loader = DataLoader(
-        ShardImages(shards, class_index),
+        ShardImages(shards, class_index, offsets),
         batch_size=batch_size,
         num_workers=min(num_workers, len(shards)),
     )
     start = time.perf_counter()
-    stats, kept, budget = FeatureStats.empty(net.dim), [], -(-keep_features // world)
-    for images in loader:
+    stats = FeatureStats.empty(net.dim)
+    kept_idx, kept = torch.zeros(0, dtype=torch.int64), torch.zeros(0, net.dim)
+    for index, images in loader:
         feats = net(images.to(device)).cpu()
         stats.update(feats)
-        if budget > 0:
-            kept.append(feats[:budget])
-            budget -= kept[-1].shape[0]
+        if keep_features:
+            # the kept features are those of the first ``keep_features`` images in dataset
+            # order, whatever the number of ranks and workers: each rank keeps its own first
+            # ``keep_features`` (the global first ones are among them), merged below
+            kept_idx, kept = torch.cat([kept_idx, index.long()]), torch.cat([kept, feats.float()])
+            if kept_idx.shape[0] > 2 * keep_features:
+                kept_idx, kept = _first(kept_idx, kept, keep_features)
     n = int(all_reduce_sum(torch.tensor([stats.n], dtype=torch.float64)).item())
     total = FeatureStats(n, all_reduce_sum(stats.total), all_reduce_sum(stats.outer))
     if n < 2:
@@ -206,7 +230,8 @@ def compute_real_stats(
         raise ValueError(f"{what}{folder} has {n} images: too few for feature statistics")
     features = None
     if keep_features:
-        features = gather_rows(torch.cat(kept) if kept else torch.zeros(0, net.dim))
+        kept_idx, kept = _first(kept_idx, kept, keep_features)
+        features = _first(gather_rows(kept_idx), gather_rows(kept), keep_features)[1]
     seconds = time.perf_counter() - start
     meta = {
         "version": CACHE_VERSION,
@@ -223,6 +248,12 @@ def compute_real_stats(
         "gp3d_version": gp3d.__version__,
     }
     return RealStats(total.mean, total.cov, n, features, meta)
+
+
+def _first(index: torch.Tensor, rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` rows with the smallest indices, in index order."""
+    order = index.argsort()[:k]
+    return index[order], rows[order]
 
 
 def real_stats(
