@@ -24,23 +24,36 @@ def compute_nfs(
 
     The median is taken per render chunk (``renderer.chunk_rays``), so values depend on the chunk
     size (P16); the original used about 2^24 / (batch * steps * 3) rays per chunk.
+
+    Every random draw (latents, labels, prior fov / look-at, ray jitter, noise, the camera
+    generator) comes from ``seed`` inside a forked RNG: the value is reproducible, the same on
+    every rank, and the caller's (training) RNG stream is left as it was.
     """
     was_training = G.training
     G.eval()
     device = next(G.parameters()).device
     gen = torch.Generator(device="cpu").manual_seed(seed)
+    forked = [device] if device.type != "cpu" else []
     scores = []
-    for start in range(0, num_samples, batch_size):
-        n = min(batch_size, num_samples - start)
-        z = torch.randn(n, G.z_dim, generator=gen).to(device)
-        c = None
-        if G.c_dim > 0:
-            c = F.one_hot(torch.randint(G.c_dim, (n,), generator=gen), G.c_dim).float().to(device)
-        prior = G.camera_prior.sample(n, device=device, frontal=True)
-        out = G(
-            z, c, camera=prior, resolution=resolution, cut_quantile=cut_quantile, adapt_depth=False
-        )
-        scores.append(non_flatness_score(out.depth, G.renderer.near, G.renderer.far, num_bins))
+    with torch.random.fork_rng(devices=forked, device_type=device.type if forked else "cuda"):
+        torch.manual_seed(seed)
+        for start in range(0, num_samples, batch_size):
+            n = min(batch_size, num_samples - start)
+            z = torch.randn(n, G.z_dim, generator=gen).to(device)
+            c = None
+            if G.c_dim > 0:
+                labels = torch.randint(G.c_dim, (n,), generator=gen)
+                c = F.one_hot(labels, G.c_dim).float().to(device)
+            prior = G.camera_prior.sample(n, device=device, frontal=True)
+            out = G(
+                z,
+                c,
+                camera=prior,
+                resolution=resolution,
+                cut_quantile=cut_quantile,
+                adapt_depth=False,
+            )
+            scores.append(non_flatness_score(out.depth, G.renderer.near, G.renderer.far, num_bins))
     G.train(was_training)
     return torch.cat(scores).mean().item()
 
