@@ -12,10 +12,13 @@
   For tests only: the maps mean nothing. Presets: ``depth-anything-tiny``, ``dpt-tiny``.
 
 Preprocessing is the model's own image processor (resize keeping the aspect ratio where it
-does, normalisation); the prediction is resized back to the image's size bilinearly.
+does, normalisation); the prediction is resized back to the image's size bilinearly. ZoeDepth's
+processor reflect-pads the image first; that border is cut off again (as its
+``post_process_depth_estimation`` does), so the map stays aligned with the image.
 """
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,22 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 class DepthModelError(RuntimeError):
     """The depth network cannot be built or loaded (message says how to fix it)."""
+
+
+def input_padding(processor, height: int, width: int) -> tuple[int, int]:
+    """(rows, columns) the processor adds on each side of an ``height x width`` image before
+    resizing it, so the prediction covers them too. ZoeDepth reflect-pads
+    ``int(sqrt(side / 2) * 3)`` (transformers' ``ZoeDepthImageProcessor``); other padding (DPT's
+    ``size_divisor`` centring after the resize) cannot be undone here and is refused."""
+    if not getattr(processor, "do_pad", False):
+        return 0, 0
+    if type(processor).__name__.startswith("ZoeDepthImageProcessor"):
+        return int(math.sqrt(height / 2) * 3), int(math.sqrt(width / 2) * 3)
+    raise DepthModelError(
+        f"{type(processor).__name__} pads its inputs (do_pad=True), which would misalign the "
+        "depth maps with the images: set \"do_pad\": false in the model's "
+        "preprocessor_config.json"
+    )
 
 
 def _tiny_config(preset: str):
@@ -115,6 +134,7 @@ class DepthModel:
                         "HF cache) or a local folder holding config.json, the weights and "
                         "preprocessor_config.json."
                     ) from err
+            input_padding(self.processor, 1, 1)  # refuses padding it cannot undo, before any work
             if self.prediction is None:
                 try:
                     self.prediction = infer_prediction_kind(model.config)
@@ -155,8 +175,10 @@ class DepthModel:
         out = self.model(pixel_values=x).predicted_depth.float()  # [B, h', w']
         maps = []
         for pred, (h, w) in zip(out, sizes, strict=True):
-            up = F.interpolate(pred[None, None], size=(h, w), mode="bilinear", align_corners=False)
-            maps.append(up[0, 0].cpu().numpy())
+            ph, pw = input_padding(self.processor, h, w)  # the prediction covers the padding too
+            size = (h + 2 * ph, w + 2 * pw)
+            up = F.interpolate(pred[None, None], size=size, mode="bilinear", align_corners=False)
+            maps.append(up[0, 0, ph : ph + h, pw : pw + w].cpu().numpy())
         return maps
 
     def record(self) -> dict[str, Any]:

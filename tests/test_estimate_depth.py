@@ -202,3 +202,32 @@ def test_a_failing_batch_falls_back_to_single_images(bare, tmp_path, monkeypatch
     n_bad = sum(s == bad for s in sizes_of.values())
     assert res.skipped["error"] == n_bad and res.written == bare.num_kept + 1 - n_bad
     assert "kernel error (simulated)" in (tmp_path / "d" / ed.SKIPPED_NAME).read_text()
+
+
+def test_zoedepth_padding_is_cut_off_so_maps_align_with_images():
+    """ZoeDepth's processor reflect-pads the image before resizing it; a prediction that covers
+    the padding must be cropped back, or the depth is shrunk ~20 % inside the image frame."""
+    import types
+
+    import torch
+    from transformers import DPTImageProcessor, ZoeDepthImageProcessor
+
+    from data_prep.depth_model import input_padding
+
+    class Channel0(torch.nn.Module):  # "predicts" its input's first channel: alignment visible
+        def forward(self, pixel_values):
+            return types.SimpleNamespace(predicted_depth=pixel_values[:, 0])
+
+    model = DepthModel("unused", prediction="depth")
+    model.model, model.device = Channel0(), torch.device("cpu")
+    model.processor = ZoeDepthImageProcessor(
+        size={"height": 64, "width": 64}, keep_aspect_ratio=False, do_normalize=False
+    )
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[8:20, 10:30] = 255
+    (pred,) = model.predict(model.preprocess(Image.fromarray(img))[None], [(40, 60)])
+    assert pred.shape == (40, 60)
+    assert np.abs(pred - img[..., 0] / 255).mean() < 0.02  # 0.10 without the crop
+    assert input_padding(DPTImageProcessor(), 40, 60) == (0, 0)
+    with pytest.raises(DepthModelError, match="do_pad"):
+        input_padding(DPTImageProcessor(do_pad=True), 40, 60)
