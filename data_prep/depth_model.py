@@ -49,7 +49,7 @@ def input_padding(processor, height: int, width: int) -> tuple[int, int]:
         return int(math.sqrt(height / 2) * 3), int(math.sqrt(width / 2) * 3)
     raise DepthModelError(
         f"{type(processor).__name__} pads its inputs (do_pad=True), which would misalign the "
-        "depth maps with the images: set \"do_pad\": false in the model's "
+        'depth maps with the images: set "do_pad": false in the model\'s '
         "preprocessor_config.json"
     )
 
