@@ -249,6 +249,15 @@ class GP3DLitModule(LightningModule):
         if self.nimg.item() >= self.hparams.total_kimg * 1000:
             self.trainer.should_stop = True
 
+    def setup(self, stage: str) -> None:
+        # seed_everything gives every DDP rank the same seed, so every rank would draw the same
+        # latents, prior cameras and patches (duplicated fakes). Offset by the rank as StyleGAN2
+        # does (seed * world + rank); the weights are already initialised, identically.
+        world = self.trainer.world_size
+        if stage == "fit" and world > 1:
+            seed = torch.initial_seed() * world + self.trainer.global_rank
+            torch.manual_seed(seed % 2**63)
+
     def configure_optimizers(self):
         opt_g = self.g_optimizer(params=self.G.parameters())
         base = getattr(self.d_optimizer, "keywords", {})
