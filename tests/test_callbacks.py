@@ -149,3 +149,14 @@ def test_video_logger_rejects_bad_settings(tmp_path):
     assert VideoLogger(seeds=[0, 1, 2, 3]).labels(3) == [0, 1, 2, 0]
     assert VideoLogger(seeds=[0, 1], classes=4).labels(5) == [4, 4]
     assert VideoLogger(seeds=[0, 1]).labels(0) is None
+
+
+def test_interval_callbacks_keep_their_docstrings_and_fast_dev_run_rules():
+    from gp3d.callbacks.fid import FIDCallback
+    from gp3d.callbacks.nfs import NonFlatnessScore
+    from gp3d.callbacks.samples import SampleLogger
+    from gp3d.callbacks.video import VideoLogger
+
+    assert "turntable" in (VideoLogger.__doc__ or "")  # the class docstring, not a stray string
+    assert VideoLogger.final_in_fast_dev_run is False and SampleLogger.final_in_fast_dev_run
+    assert FIDCallback.skip_final_if_fired and NonFlatnessScore.skip_final_if_fired

@@ -24,8 +24,6 @@ def log_to_wandb(trainer: Trainer, payload: dict) -> None:
 
 
 class VideoLogger(KimgIntervalCallback):
-    final_in_fast_dev_run = False  # a video per fast_dev_run would only slow the pipeline tests
-
     """Every ``every_kimg`` (and at the end of training) renders a front-circle turntable
     (spec 8.4: 32 frames in training videos, 25 fps, h264 crf 20) of fixed latents, one per seed,
     with fixed classes, and writes one grid video ``<subdir>/kimgNNNNNN.mp4`` (RGB | colour-mapped
@@ -44,6 +42,8 @@ class VideoLogger(KimgIntervalCallback):
         truncation_psi: toward the class-wise mean w (1 = none).
         render_seed: ray-jitter seed (identical jitter at every interval: changes are the model's).
     """
+
+    final_in_fast_dev_run = False  # a video per fast_dev_run would only slow the pipeline tests
 
     def __init__(
         self,
