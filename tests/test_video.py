@@ -72,3 +72,20 @@ def test_tile_places_cells_row_major():
     grid = tile(cells, padding=1)
     assert grid.shape == (2 * 3 + 1, 4 * 4 + 1, 3)
     assert grid[1, 1, 0] == 0 and grid[4, 1 + 4 * 3, 0] == 13 and grid[0, 0, 0] == 0
+
+
+def test_writer_failing_mid_stream_raises_instead_of_a_truncated_gif(tmp_path):
+    """The GIF fallback is only for an ffmpeg that cannot start: frames already streamed into
+    the mp4 would be missing from a GIF written after a later failure."""
+    w = VideoWriter(tmp_path / "mid.mp4", fps=25)
+    frames = _frames(3, 16, 16)
+    w.append(frames[0])
+    real = w._writer
+
+    def broken(_):
+        raise OSError("disk full")
+
+    real.append_data = broken
+    with pytest.raises(RuntimeError, match="after 1 frames"):
+        w.append(frames[1])
+    assert list(tmp_path.iterdir()) == []

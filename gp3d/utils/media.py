@@ -117,6 +117,7 @@ class VideoWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}{self.path.suffix}")
         self._writer, self._frames, self._shape = None, [], None
+        self._written = 0  # frames already in the ffmpeg stream
 
     def _open(self, shape) -> None:
         import imageio.v2 as imageio
@@ -146,8 +147,14 @@ class VideoWriter:
         if self._writer is not None:
             try:
                 self._writer.append_data(array)
+                self._written += 1
                 return
             except Exception as err:
+                if self._written:  # those frames are in the mp4 only: a GIF would lack them
+                    self.abort()
+                    raise RuntimeError(
+                        f"writing {self.path} failed after {self._written} frames: {err}"
+                    ) from err
                 self._fallback(err)
         self._frames.append(array)
 
