@@ -6,8 +6,11 @@ downloads and the odd non-image. :func:`load_rgb` converts what can be converted
 counts skips instead of crashing halfway through a million images.
 """
 
+import io
 import os
+import struct
 import warnings
+import zlib
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -89,13 +92,36 @@ def load_rgb(path: str | os.PathLike, min_size: int = 1) -> np.ndarray:
     return load_rgb_and_mode(path, min_size)[0]
 
 
+def _grey_alpha_16(path: str | os.PathLike) -> np.ndarray | None:
+    """Grey channel of a 16-bit grey + alpha PNG (LeReS maps, spec 5.1) at full precision, or
+    None for any other file. Pillow decodes such PNGs to 8-bit RGBA, dropping the low bytes;
+    relabelled as 8-bit RGBA (also 4 bytes a pixel, so the same row filters) its pixels hold
+    the raw bytes: grey = R * 256 + G."""
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR" or data[24:26] != b"\x10\x04":
+        return None
+    data[24:26] = b"\x08\x06"  # bit depth 16 -> 8, colour type grey+alpha -> RGBA
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    with Image.open(io.BytesIO(bytes(data))) as img:
+        a = np.asarray(img)
+    return (a[..., 0].astype(np.uint16) << 8) | a[..., 1]
+
+
 def load_depth(path: str | os.PathLike) -> np.ndarray:
-    """A depth PNG as uint16 ``[H, W]``: 16-bit kept as is, 8-bit scaled by 256 (spec 5.1)."""
+    """A depth PNG as uint16 ``[H, W]``: 16-bit kept as is, 8-bit scaled by 256; of a
+    multi-channel map, channel 0 (spec 5.1, as the original loader)."""
     img = _open(path)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         a = np.asarray(img)
         return np.clip(a, 0, 65535).astype(np.uint16)
-    if img.mode in ("L", "P", "RGB", "RGBA", "LA"):
+    if img.mode in ("RGBA", "LA") and img.format == "PNG":
+        grey = _grey_alpha_16(path)
+        if grey is not None:
+            return grey
+    if img.mode in ("RGB", "RGBA", "LA"):
+        return np.asarray(img, dtype=np.uint16)[..., 0] * 256
+    if img.mode in ("L", "P"):
         return np.asarray(img.convert("L"), dtype=np.uint16) * 256
     raise ImageSkip(UNREADABLE, f"depth map of unsupported mode {img.mode}")
 

@@ -231,3 +231,47 @@ def test_zoedepth_padding_is_cut_off_so_maps_align_with_images():
     assert input_padding(DPTImageProcessor(), 40, 60) == (0, 0)
     with pytest.raises(DepthModelError, match="do_pad"):
         input_padding(DPTImageProcessor(do_pad=True), 40, 60)
+
+
+def _png_grey_alpha_16(grey: np.ndarray) -> bytes:
+    """A 16-bit grey + alpha PNG (what LeReS writes; Pillow cannot) using all five row filters."""
+    import struct
+    import zlib
+
+    def paeth(a, b, c):
+        p = a + b - c
+        pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+        return a if pa <= pb and pa <= pc else b if pb <= pc else c
+
+    pix = np.stack([grey, np.full_like(grey, 65535)], -1).astype(">u2")
+    rows, prev, bpp = [], bytes(grey.shape[1] * 4), 4
+    for y in range(grey.shape[0]):
+        raw, kind = pix[y].tobytes(), y % 5
+        out = bytearray()
+        for i, x in enumerate(raw):
+            a, b = raw[i - bpp] if i >= bpp else 0, prev[i]
+            c = prev[i - bpp] if i >= bpp else 0
+            pred = (0, a, b, (a + b) // 2, paeth(a, b, c))[kind]
+            out.append((x - pred) % 256)
+        rows.append(bytes([kind]) + bytes(out))
+        prev = raw
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+
+    h, w = grey.shape
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 4, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+            + chunk(b"IEND", b""))  # fmt: skip
+
+
+def test_16bit_grey_alpha_depth_keeps_all_16_bits(tmp_path):
+    """Pillow reads 16-bit grey + alpha PNGs as 8-bit RGBA; channel 0 must keep its low byte."""
+    grey = np.random.default_rng(0).integers(0, 60001, (7, 9)).astype(np.uint16)
+    path = tmp_path / "a_depth.png"
+    path.write_bytes(_png_grey_alpha_16(grey))
+    assert np.array_equal(load_depth(path), grey)
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1] = 200, 10
+    Image.fromarray(rgb).save(tmp_path / "b_depth.png")
+    assert (load_depth(tmp_path / "b_depth.png") == 200 * 256).all()  # channel 0 (spec 5.1)
