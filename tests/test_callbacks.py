@@ -160,3 +160,24 @@ def test_interval_callbacks_keep_their_docstrings_and_fast_dev_run_rules():
     assert "turntable" in (VideoLogger.__doc__ or "")  # the class docstring, not a stray string
     assert VideoLogger.final_in_fast_dev_run is False and SampleLogger.final_in_fast_dev_run
     assert FIDCallback.skip_final_if_fired and NonFlatnessScore.skip_final_if_fired
+
+
+def test_sample_grid_is_reproducible_and_leaves_the_training_rng_alone(tmp_path):
+    from gp3d.callbacks.samples import SampleLogger
+    from tests.tiny_generator import tiny_generator
+
+    G = tiny_generator(tmp_path).G
+    module = SimpleNamespace(
+        G=G,
+        G_ema=G,
+        device=torch.device("cpu"),
+        nimg=torch.tensor(0),
+        sample=lambda z, c, **kw: G(z, c, noise_mode="const", **kw),
+    )
+    trainer = SimpleNamespace(default_root_dir=str(tmp_path), loggers=[])
+    cb = SampleLogger(num_samples=2, views=(0.0, 0.5), resolution=8)
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    first = cb.render_and_save(trainer, module, "a")[0].read_bytes()
+    assert torch.equal(torch.get_rng_state(), state)
+    assert cb.render_and_save(trainer, module, "b")[0].read_bytes() == first

@@ -72,7 +72,13 @@ class SampleLogger(KimgIntervalCallback):
         res = self.resolution or pl_module.G_ema.img_resolution
         z, c = self._latents(pl_module, self.num_samples)
         base = mean_camera(pl_module.G_ema.camera_prior, self.num_samples, pl_module.device)
-        rgbs, depths = self._render(pl_module, z, c, yaw_offsets(base, self.views), res)
+        # the ray jitter from the seed in a forked RNG: the same jitter at every interval, and
+        # rank 0's training RNG stream is not shifted by rendering previews
+        device = torch.device(pl_module.device)
+        forked = [device] if device.type != "cpu" else []
+        with torch.random.fork_rng(devices=forked, device_type=device.type if forked else "cuda"):
+            torch.manual_seed(self.seed)
+            rgbs, depths = self._render(pl_module, z, c, yaw_offsets(base, self.views), res)
         cells = torch.stack(rgbs + depths, dim=1).flatten(0, 1)  # [N * 2V, 3, H, W], sample-major
         paths = [save_image(make_grid(cells, nrow=2 * len(self.views)), out_dir / f"{tag}.png")]
         pl_module.G_ema.train(was_training)
