@@ -57,7 +57,7 @@ def build_manifest(
             **common.DEPTH_DESCRIPTION,
             "preprocessing": IMAGE_DESCRIPTION["preprocessing"]
             + "; values kept as stored, Lanczos ringing clipped to [0, 65535]",
-            "estimate": _depth_info(Path(params["depth_dir"])),
+            "estimate": depth_info(Path(params["depth_dir"])),
         },
         "embedding_dim": None,
         "image": {"key": image_key, **IMAGE_DESCRIPTION},
@@ -76,7 +76,7 @@ def build_manifest(
     }
 
 
-def _depth_info(depth_dir: Path) -> dict[str, Any] | None:
+def depth_info(depth_dir: Path) -> dict[str, Any] | None:
     """How the maps were made, from ``estimate_depth``'s ``depth_info.json`` (None: unknown,
     e.g. maps of a release used in place)."""
     try:

@@ -22,8 +22,9 @@ positions ``[i * shard_size, (i + 1) * shard_size)``. Output bytes do not depend
 ``skipped.txt``); a shard whose images were all skipped is left out (shard names may have gaps).
 
 Resuming: finished shards are recorded in the hidden ``<out>/.write-shards/`` folder with the
-run's parameters; a re-run with the same parameters verifies (size, sha256) and reuses them,
-different parameters are an error unless ``--overwrite``. The manifest is written last, so an
+run's parameters (including the depth folder's ``depth_info.json`` record, so maps re-made by
+``estimate_depth`` count as a change); a re-run with the same parameters verifies (size, sha256)
+and reuses them, different parameters are an error unless ``--overwrite``. The manifest is written last, so an
 interrupted run never looks complete. One process per output folder.
 
 Parts: ``shard_assignment`` (selection, assignment), ``shard_output`` (reuse / resume /
@@ -58,6 +59,7 @@ from data_prep.shard_manifest import (  # noqa: F401 - re-exported
     IMAGE_DESCRIPTION,
     SKIPPED_NAME,
     build_manifest,
+    depth_info,
 )
 from data_prep.shard_output import (  # noqa: F401 - re-exported
     STATE_NAME,
@@ -136,6 +138,8 @@ def write_shards(
     params = {
         "source": str(index.root.resolve()),
         "depth_dir": str(depth_root.resolve()),
+        # estimate_depth's record: maps re-made into the same folder must not reuse old shards
+        "depth_maps": depth_info(depth_root),
         "class_map": str(Path(class_map).resolve()) if class_map else None,
         "records_sha256": records_fingerprint(records),
         "num_records": len(records),

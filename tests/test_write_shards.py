@@ -232,3 +232,25 @@ def test_unexpected_error_on_one_image_is_counted_not_fatal(photos, tmp_path, mo
     res = ws.write_shards(photos.src, tmp_path / "out", **KW)
     assert res.num_samples == photos.num_kept - 1 and res.skipped["error"] == 1
     assert "RuntimeError: decoder bug" in (tmp_path / "out" / "skipped.txt").read_text()
+
+
+def test_depth_maps_remade_in_the_same_folder_are_not_reused(tmp_path):
+    """estimate_depth --overwrite into the same --depth-dir changes the shards' input: neither a
+    finished dataset nor the shards of an interrupted run may be reused silently."""
+    make_photo_dataset(tmp_path / "src", per_class=1, odd_files=False, depth=tmp_path / "d")
+    info = tmp_path / "d" / "depth_info.json"
+    info.write_text(json.dumps({"estimator": {"source": "model-a"}, "num_maps": 5}))
+    kw = dict(depth_dir=tmp_path / "d", **KW)
+    ws.write_shards(tmp_path / "src", tmp_path / "out", **kw)
+    info.write_text(json.dumps({"estimator": {"source": "model-b"}, "num_maps": 5}))
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        ws.write_shards(tmp_path / "src", tmp_path / "out", **kw)
+    res = ws.write_shards(tmp_path / "src", tmp_path / "out", overwrite=True, **kw)
+    assert not res.reused and res.shards_reused == 0
+    manifest = common.read_manifest(tmp_path / "out")
+    assert manifest["depth"]["estimate"]["estimator"] == {"source": "model-b"}
+    with pytest.raises(KeyboardInterrupt):
+        ws.write_shards(tmp_path / "src", tmp_path / "cut", on_shard=_stop_after(1), **kw)
+    info.write_text(json.dumps({"estimator": {"source": "model-c"}, "num_maps": 5}))
+    with pytest.raises(FileExistsError, match="unfinished run with other parameters"):
+        ws.write_shards(tmp_path / "src", tmp_path / "cut", **kw)
