@@ -101,6 +101,12 @@ def generate(cfg: DictConfig) -> dict[str, list[Path]]:
     unknown = set(cfg.outputs) - {"video", "image_grid"}
     if unknown:
         raise ValueError(f"unknown outputs {sorted(unknown)}; choose from video, image_grid")
+    for key in ("per_grid", "batch_size", "resolution", "steps_multiplier", "camera.num_samples"):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key}={value!r}: must be a positive integer")
+    if not isinstance(cfg.chunk_rays, int) or cfg.chunk_rays < 0:
+        raise ValueError(f"chunk_rays={cfg.chunk_rays!r}: must be >= 0 (0 = one shot)")
     g = load_generator(cfg.ckpt, device=pick_device(cfg.device))
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

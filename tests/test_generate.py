@@ -116,6 +116,11 @@ def test_bad_options_are_explained(tiny_run, tmp_path):
         generate(compose_generate([*base, "classes=[zebra]"], tmp_path))
     with pytest.raises(ValueError, match="no checkpoint given"):
         generate(compose_generate(FAST, tmp_path))
+    for bad in ("per_grid=0", "batch_size=0", "resolution=0", "camera.num_samples=0"):
+        with pytest.raises(ValueError, match="must be a positive integer"):
+            generate(compose_generate([*base, bad], tmp_path))
+    with pytest.raises(ValueError, match="chunk_rays=-1"):
+        generate(compose_generate([*base, "chunk_rays=-1"], tmp_path))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         generate(compose_generate(["ckpt=/nonexistent.ckpt", *FAST], tmp_path))
 
