@@ -22,10 +22,10 @@ positions ``[i * shard_size, (i + 1) * shard_size)``. Output bytes do not depend
 ``skipped.txt``); a shard whose images were all skipped is left out (shard names may have gaps).
 
 Resuming: finished shards are recorded in the hidden ``<out>/.write-shards/`` folder with the
-run's parameters (including the depth folder's ``depth_info.json`` record, so maps re-made by
-``estimate_depth`` count as a change); a re-run with the same parameters verifies (size, sha256)
-and reuses them, different parameters are an error unless ``--overwrite``. The manifest is written last, so an
-interrupted run never looks complete. One process per output folder.
+run's parameters (including the estimator in the depth folder's ``depth_info.json``, so maps
+re-made by another estimator count as a change); a re-run with the same parameters verifies
+(size, sha256) and reuses them, different parameters are an error unless ``--overwrite``. The
+manifest is written last, so an interrupted run never looks complete. One process per output folder.
 
 Parts: ``shard_assignment`` (selection, assignment), ``shard_output`` (reuse / resume /
 overwrite), ``shard_jobs`` (process pool), ``shard_worker`` (one shard), ``shard_manifest``.
@@ -138,8 +138,9 @@ def write_shards(
     params = {
         "source": str(index.root.resolve()),
         "depth_dir": str(depth_root.resolve()),
-        # estimate_depth's record: maps re-made into the same folder must not reuse old shards
-        "depth_maps": depth_info(depth_root),
+        # how estimate_depth made the maps: maps re-made into the same folder by another
+        # estimator must not reuse old shards (counts left out: retried failures may succeed)
+        "depth_estimator": (depth_info(depth_root) or {}).get("estimator"),
         "class_map": str(Path(class_map).resolve()) if class_map else None,
         "records_sha256": records_fingerprint(records),
         "num_records": len(records),
