@@ -33,6 +33,8 @@ from timm.data import create_transform, resolve_data_config
 from timm.models import load_state_dict
 from torch.utils.data import DataLoader, Dataset
 
+from data_prep.images import to_rgb
+
 PRETRAINED, RANDOM = "pretrained", "random"
 RANDOM_DESCRIPTION = "random init (testing only)"
 # Record fields that do not change the features (so they do not force a re-extraction).
@@ -221,4 +223,4 @@ class _Images(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         with Image.open(io.BytesIO(self.blobs[i])) as img:
-            return self.transform(img.convert("RGB"))
+            return self.transform(to_rgb(img))  # 16-bit scaled, not clipped

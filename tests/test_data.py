@@ -17,6 +17,7 @@ from data_prep import common, synthetic
 from gp3d.data import GP3DDataModule
 from gp3d.data.shards import (
     Decode,
+    DecodeRaw,
     RandomXFlip,
     Shuffle,
     SplitByNode,
@@ -166,6 +167,19 @@ def test_decoder_accepts_jpg_and_8bit_depth():
     )
     assert out["image"].shape == (3, RES, RES) and out["label"] == 0
     assert out["depth"].unique().tolist() == [128 * 256 / 65536 * 2 - 1]  # 8-bit: x 256
+
+
+def test_decoder_scales_16bit_and_composites_alpha_images():
+    """PIL's convert("RGB") clips 16-bit grey at 255 (a white image); the loader scales it."""
+    grey16 = np.full((RES, RES), 32768, np.uint16)
+    rgba = np.zeros((RES, RES, 4), np.uint8)  # fully transparent: white, as write_shards does
+    for image, want in ((grey16, 128), (rgba, 255)):
+        sample = {
+            "__key__": "k",
+            "png": common.encode_png(image),
+            "depth.png": common.encode_png(grey16),
+        }
+        assert (DecodeRaw(RES, use_embeddings=False)(sample)["image"] == want).all()
 
 
 def test_clear_errors(tmp_path, synth):
