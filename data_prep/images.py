@@ -46,6 +46,8 @@ def _open(path: str | os.PathLike) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as err:  # PIL reports truncation as OSError
         reason = TRUNCATED if "truncated" in str(err).lower() else UNREADABLE
         raise ImageSkip(reason, str(err)) from err
+    except Exception as err:  # corrupt headers also raise TypeError, KeyError, struct.error...
+        raise ImageSkip(UNREADABLE, f"{type(err).__name__}: {err}") from err
     return img
 
 
@@ -79,8 +81,8 @@ def load_rgb_and_mode(path: str | os.PathLike, min_size: int = 1) -> tuple[np.nd
         raise ImageSkip(TOO_SMALL, f"{img.width}x{img.height} < {min_size} px on the short side")
     try:
         return np.asarray(to_rgb(img)), img.mode
-    except (OSError, ValueError) as err:
-        raise ImageSkip(UNREADABLE, f"cannot convert mode {img.mode}: {err}") from err
+    except Exception as err:  # e.g. TypeError from a corrupt second TIFF frame (n_frames)
+        raise ImageSkip(UNREADABLE, f"cannot convert mode {img.mode}: {err!r}") from err
 
 
 def load_rgb(path: str | os.PathLike, min_size: int = 1) -> np.ndarray:

@@ -275,3 +275,20 @@ def test_16bit_grey_alpha_depth_keeps_all_16_bits(tmp_path):
     rgb[..., 0], rgb[..., 1] = 200, 10
     Image.fromarray(rgb).save(tmp_path / "b_depth.png")
     assert (load_depth(tmp_path / "b_depth.png") == 200 * 256).all()  # channel 0 (spec 5.1)
+
+
+def test_corrupt_tiff_frame_is_a_counted_skip_not_a_crash(tmp_path):
+    """A TIFF whose second IFD is corrupt raises TypeError from Pillow's n_frames: the depth
+    model's image loader must count it (load_rgb raises only ImageSkip), not stop the run."""
+    from data_prep.depth_inference import _ImageInputs
+    from data_prep.images import ImageSkip, load_rgb
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="TIFF")
+    data = bytearray(buf.getvalue())
+    data[132] = 157  # one corrupt header byte: Pillow 13 fails with "Missing dimensions"
+    (tmp_path / "x.tif").write_bytes(bytes(data))
+    with pytest.raises(ImageSkip):
+        load_rgb(tmp_path / "x.tif")
+    i, pixels, why = _ImageInputs(tmp_path, ["x.tif"], processor=None)[0]
+    assert (i, pixels) == (0, None) and why[0] == "unreadable"
