@@ -109,6 +109,24 @@ def test_best_checkpoint_saves_only_on_improvement(tmp_path):
         BestCheckpoint("x", mode="lowest")
 
 
+def test_resumed_best_checkpoint_never_overwrites_a_better_saved_best(tmp_path):
+    """last.ckpt is saved before the FID of the same batch: a run resumed from it restores an
+    older best (50) than best.ckpt holds (40); 45 must not replace best.ckpt."""
+    trainer, best = _FakeTrainer(tmp_path), BestCheckpoint("val/fid2k", mode="min")
+    assert best.update(trainer, 50.0, kimg=1.0)
+    stale = best.state_dict()  # what last.ckpt holds
+    assert best.update(trainer, 40.0, kimg=2.0)
+    resumed = BestCheckpoint("val/fid2k", mode="min")
+    resumed.load_state_dict(stale)
+    assert not resumed.update(trainer, 45.0, kimg=3.0)
+    assert resumed.best_value == 40.0 and resumed.best_kimg == 2.0
+    assert json.loads((tmp_path / "checkpoints" / "best.json").read_text())["value"] == 40.0
+    assert resumed.update(trainer, 30.0, kimg=4.0)
+    # another metric's best.json is not adopted
+    other = BestCheckpoint("val/nfs256", mode="max")
+    assert other.update(trainer, 2.0, kimg=5.0)
+
+
 def test_training_run_logs_fid_and_keeps_best_checkpoint(tiny_run):
     """The smoke experiment (used by the tiny_run fixture) evaluates val/fid8 at the end."""
     rows = (tiny_run["dir"] / "logs" / "metrics.csv").read_text().splitlines()

@@ -10,6 +10,7 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
 from gp3d.callbacks.interval import crossed_kimg
+from gp3d.metrics.distributed import broadcast_value
 
 
 class KimgCheckpoint(Callback):
@@ -111,11 +112,12 @@ class BestCheckpoint:
 
     def update(self, trainer: Trainer, value: float, kimg: float) -> bool:
         """Save ``best.ckpt`` if ``value`` beats the best so far; returns whether it did."""
+        folder = Path(self.dirpath or Path(trainer.default_root_dir) / "checkpoints")
+        path = folder / self.filename
+        self._adopt_saved(trainer, path.with_suffix(".json"))
         if not self.is_better(value):
             return False
         self.best_value, self.best_kimg = float(value), float(kimg)
-        folder = Path(self.dirpath or Path(trainer.default_root_dir) / "checkpoints")
-        path = folder / self.filename
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             info = {"metric": self.metric, "mode": self.mode, "value": value, "kimg": kimg}
@@ -123,6 +125,24 @@ class BestCheckpoint:
             _atomic_write_text(path.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
             rank_zero_info(f"new best {self.metric} = {value:.4f} at {kimg:.4g} kimg: saved {path}")
         return True
+
+    def _adopt_saved(self, trainer: Trainer, info_path: Path) -> None:
+        """Take the best recorded in ``best.json`` when it beats the in-memory one. A resumed
+        run restores this object from a checkpoint that may predate its best (``last.ckpt`` and
+        the kimg snapshots are saved before the metric of the same batch): without this, a later
+        value between the two would overwrite the better ``best.ckpt``. Rank 0 reads the file
+        and every rank gets its value, so all ranks decide alike (saving is collective)."""
+        saved, saved_kimg = math.nan, math.nan
+        if trainer.is_global_zero and info_path.is_file():
+            try:
+                info = json.loads(info_path.read_text())
+                if info.get("metric") == self.metric and info.get("mode") == self.mode:
+                    saved, saved_kimg = float(info["value"]), float(info["kimg"])
+            except (OSError, ValueError, KeyError, TypeError):
+                saved, saved_kimg = math.nan, math.nan  # unreadable: nothing to adopt
+        saved, saved_kimg = broadcast_value(saved), broadcast_value(saved_kimg)
+        if math.isfinite(saved) and self.is_better(saved):
+            self.best_value, self.best_kimg = saved, saved_kimg
 
     def state_dict(self) -> dict:
         return {"best_value": self.best_value, "best_kimg": self.best_kimg}
