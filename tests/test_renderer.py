@@ -86,3 +86,30 @@ def test_depth_within_near_far_for_random_field():
     _, depth, opacity = r(field, origins, dirs, density_noise_std=1.0)
     assert (depth >= 0.75 - 1e-4).all() and (depth <= 1.25 + 1e-4).all()
     assert torch.allclose(opacity, torch.ones_like(opacity), atol=1e-4)
+
+
+def test_unseeded_render_jitters_from_the_global_rng_as_in_training():
+    """Training renders (seed=None) draw coarse then fine jitter from the global RNG, exactly
+    those two draws; the seeded (inference) path leaves the global RNG alone."""
+    b, n, nc, nf = 2, 5, 6, 4
+    seen = []
+
+    def field(points):
+        seen.append(points.clone())
+        return torch.zeros(*points.shape[:-1], 3), torch.ones(*points.shape[:-1], 1)
+
+    r = VolumeRenderer(near=0.75, far=1.25, num_coarse=nc, num_fine=nf, chunk_rays=0)
+    origins = torch.tensor([0.0, 0.0, 1.0]).expand(b, n, 3)
+    dirs = torch.tensor([0.0, 0.0, -1.0]).expand(b, n, 3)
+    torch.manual_seed(3)
+    r(field, origins, dirs)
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    u_coarse = torch.rand(b, n, nc)
+    torch.rand(b, n, nf)
+    assert torch.equal(torch.rand(1), after)  # no other draws
+    t_coarse = 0.75 + stratified_samples((b, n), nc, u=u_coarse) * 0.5
+    torch.testing.assert_close(1.0 - seen[0][..., 2].reshape(b, n, nc), t_coarse)
+    state = torch.get_rng_state()
+    r(field, origins, dirs, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)
