@@ -446,3 +446,24 @@ def test_decoders_match_the_spec_formulas_bit_for_bit():
     for png, expected in ((raw, raw.astype(np.float32)), (raw8, raw8.astype(np.float32) * 256)):
         depth = decode_depth(common.encode_png(png))
         assert torch.equal(depth, torch.from_numpy(expected)[None] / 65536.0 * 2.0 - 1.0)
+
+
+def test_resumed_run_draws_a_new_stream_not_a_replay(synth):
+    from types import SimpleNamespace
+
+    from gp3d.data.datamodule import stream_seed
+
+    def first_batch(nimg: int | None):
+        dm = GP3DDataModule(str(synth), batch_size=4, num_workers=0, epoch_images=8, seed=3)
+        if nimg is not None:  # what Lightning shows the datamodule after restoring a checkpoint
+            module = SimpleNamespace(nimg=torch.tensor(nimg))
+            dm.trainer = SimpleNamespace(lightning_module=module, global_rank=0, world_size=1)
+        return next(iter(dm.train_dataloader())).image
+
+    fresh = first_batch(None)
+    assert torch.equal(first_batch(0), fresh)  # a fresh run: the configured seed, unchanged
+    assert stream_seed(3, 0) == 3
+    resumed = first_batch(4096)
+    assert not torch.equal(resumed, fresh)
+    assert torch.equal(first_batch(4096), resumed)  # deterministic given (seed, nimg)
+    assert stream_seed(3, 4096) != stream_seed(3, 8192)

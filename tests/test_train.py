@@ -32,7 +32,7 @@ def test_fast_dev_run_every_experiment(experiment, tmp_path, data_dir):
         assert torch.isfinite(p).all()
 
 
-def test_smoke_run_leaves_checkpoints_samples_logs_and_resumes(tmp_path, data_dir):
+def test_smoke_run_leaves_checkpoints_samples_logs_and_resumes(tmp_path, data_dir, monkeypatch):
     cfg = compose_train(["experiment=smoke", *TINY, "model.total_kimg=0.012"], tmp_path, data_dir)
     out = train(cfg)
     assert out["model"].nimg.item() == 12
@@ -52,8 +52,14 @@ def test_smoke_run_leaves_checkpoints_samples_logs_and_resumes(tmp_path, data_di
     )
     with open_dict(cfg2):
         cfg2.ckpt_path = str(last)
+    import gp3d.data.datamodule as datamodule
+
+    starts = []
+    seed_of = datamodule.stream_seed
+    monkeypatch.setattr(datamodule, "stream_seed", lambda s, n: starts.append(n) or seed_of(s, n))
     out2 = train(cfg2)
     assert out2["model"].nimg.item() == 20  # continued from 12, not restarted
+    assert starts == [12]  # the loader was made after the restore: a new data stream, no replay
     # EMA weights come back from the checkpoint too
     ema_key = next(k for k in ckpt["state_dict"] if k.startswith("G_ema."))
     assert ema_key in out2["model"].state_dict()

@@ -9,11 +9,21 @@ import math
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from data_prep.common import DatasetFormatError, read_manifest, shard_paths
 from gp3d.data.shards import make_pipeline
+
+
+def stream_seed(seed: int, start_nimg: int) -> int:
+    """The data stream's seed: ``seed`` for a fresh run; for a run resumed at ``start_nimg``
+    images a different, deterministic one, so a resumed run does not replay the images, crops
+    and flips it began with (the stream's RNG state is not in the checkpoint)."""
+    if start_nimg <= 0:
+        return seed
+    return int(np.random.SeedSequence([seed, start_nimg]).generate_state(1)[0])
 
 
 class GP3DDataModule(L.LightningDataModule):
@@ -136,7 +146,7 @@ class GP3DDataModule(L.LightningDataModule):
             shuffle_buffer=self.shuffle_buffer,
             xflip=self.xflip,
             use_embeddings=self.use_embeddings,
-            seed=self.seed,
+            seed=stream_seed(self.seed, self._start_nimg()),
         )
         workers = self.num_workers
         return DataLoader(
@@ -147,6 +157,13 @@ class GP3DDataModule(L.LightningDataModule):
             persistent_workers=workers > 0,  # keeps per-pass RNG state: new draws every epoch
             prefetch_factor=2 if workers > 0 else None,
         )
+
+    def _start_nimg(self) -> int:
+        """Images the model had seen when this loader was made: non-zero after a resume (Lightning
+        restores the module's ``nimg`` buffer before it asks for the train dataloader)."""
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer else None
+        nimg = getattr(module, "nimg", None)
+        return int(nimg.item()) if isinstance(nimg, torch.Tensor) else 0
 
     # -- labels for fakes ---------------------------------------------------------------------
     def sample_labels(
