@@ -67,6 +67,11 @@ def test_interval_callback_fires_on_crossings_and_at_the_end():
         "kimg000001_final",
     ]
     assert _drive(_Recorder(at_train_end=False), [500, 1000, 1500]) == ["kimg000001"]
+    assert _drive(_Recorder(), [500, 1000]) == ["kimg000001"]  # the default: no repeat
+    assert _drive(_Recorder(skip_final_if_fired=False), [500, 1000]) == [
+        "kimg000001",
+        "kimg000001_final",
+    ]
 
 
 def test_interval_callback_under_fast_dev_run_fires_only_the_final_when_allowed():
@@ -110,19 +115,19 @@ def test_video_logger_writes_and_logs_turntables_every_k_kimg(tmp_path):
     )
     batch = SimpleNamespace(image=torch.zeros(4, 3, 8, 8))
     logged = []
-    for nimg in (2000, 3000, 4000, 5000, 8000):  # every 4 kimg: crossed at 4000 and 8000
+    for nimg in (2000, 3000, 4000, 5000, 8000, 9000):  # every 4 kimg: crossed at 4000 and 8000
         trainer, module, wb = _fake_run(tmp_path, G, nimg)
         batch.image = torch.zeros(1000 if nimg > 2000 else 2000, 3, 8, 8)
         cb.on_train_batch_end(trainer, module, None, batch, 0)
         logged += wb.logged
     cb.on_train_end(trainer, module)
     names = sorted(p.name for p in (tmp_path / "samples").iterdir())
-    assert names == ["kimg000004.mp4", "kimg000008.mp4", "kimg000008_final.mp4"]
+    assert names == ["kimg000004.mp4", "kimg000008.mp4", "kimg000009_final.mp4"]
     video = iio.imread(cb.last_path)
     # 3 seeds -> a 2 x 2 grid of (12 x 24) cells (RGB | depth), 2 px padding
     assert video.shape == (5, 2 * 14 + 2, 2 * 26 + 2, 3)
     assert G.training  # restored after rendering
-    assert len(logged) == 2 and len(wb.logged) == 2  # + the final video in the last run
+    assert len(logged) == 2 and len(wb.logged) == 1  # the final video, in the last run
     entry = logged[0]
     assert isinstance(entry["samples/video"], wandb.Video) and entry["trainer/global_step"] == 7
     assert entry["progress/kimg"] == 4.0

@@ -65,8 +65,6 @@ class FIDCallback(KimgIntervalCallback):
         save_best: keep ``best.ckpt`` by this metric (lowest).
     """
 
-    skip_final_if_fired = True  # the last interval already evaluated these weights
-
     def __init__(
         self,
         every_kimg: float = 100.0,

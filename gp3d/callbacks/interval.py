@@ -28,14 +28,14 @@ class KimgIntervalCallback(Callback):
 
     - ``final_in_fast_dev_run``: also fire at the end of a ``fast_dev_run`` (cheap outputs that
       tests of the whole pipeline want to see, e.g. sample grids);
-    - ``skip_final_if_fired``: no final firing when the last batch already fired at the same
-      ``nimg`` (the same weights: metrics would only repeat themselves).
+    - ``skip_final_if_fired`` (default on): no final firing when the last batch already fired at
+      the same ``nimg``: the same weights and seeds give the same metrics, grids and videos.
     """
 
     every_kimg: float = 0.0
     at_train_end: bool = True
     final_in_fast_dev_run: bool = True
-    skip_final_if_fired: bool = False
+    skip_final_if_fired: bool = True
     _fired_nimg: int | None = None
 
     def fire(self, trainer, pl_module, tag: str) -> None:

@@ -61,8 +61,6 @@ def compute_nfs(
 class NonFlatnessScore(KimgIntervalCallback):
     """Every ``every_kimg`` (and at the end of training) logs ``val/nfs<num_samples>``."""
 
-    skip_final_if_fired = True  # same weights, same seed: the same value
-
     def __init__(
         self,
         every_kimg: float = 100.0,
