@@ -33,6 +33,7 @@ overwrite), ``shard_jobs`` (process pool), ``shard_worker`` (one shard), ``shard
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -41,6 +42,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -88,6 +90,19 @@ class WriteResult:
     @property
     def images_per_second(self) -> float:
         return self.images_processed / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _selection_summary(select: str | os.PathLike) -> dict[str, Any] | None:
+    """How ``select_instances`` chose the images (its ``<selection>.json``: feature network,
+    keep rule, images it could not read), so the manifest records how the dataset was subset."""
+    path = Path(f"{select}.json")
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # a hand-written selection file has no summary
+    return (
+        {k: v for k, v in summary.items() if k != "classes"} if isinstance(summary, dict) else None
+    )
 
 
 def write_shards(
@@ -189,7 +204,7 @@ def write_shards(
             "images_indexed": len(index.records),
             "selection": None if select is None else {
                 "file": str(Path(select).resolve()), "listed": len(records) + len(not_found),
-                "kept": len(records),
+                "kept": len(records), "summary": _selection_summary(select),
             },
             "depth_dir": params["depth_dir"],
         },

@@ -83,6 +83,9 @@ def test_tool_end_to_end_into_write_shards(tmp_path, capsys):
     res = ws.write_shards(ds.src, tmp_path / "shards", resolution=32, shard_size=8, select=sel)
     manifest = common.read_manifest(tmp_path / "shards")
     assert manifest["source"]["selection"]["kept"] == len(chosen)
+    recorded = manifest["source"]["selection"]["summary"]  # how the subset was chosen
+    assert recorded["keep_ratio"] == 0.5 and recorded["skipped"] == summary["skipped"]
+    assert recorded["feature_net"] == summary["feature_net"] and "classes" not in recorded
     assert res.num_samples == len([c for c in chosen if c in ds.kept])
     # a re-run with another ratio reuses every cached feature
     before = sel.read_text()
