@@ -39,6 +39,9 @@ log = logging.getLogger("gp3d.generate")
 MODES = ("rgb", "depth", "both")
 
 
+SATURATED_SHARE = 0.9  # warn when this share of depth pixels is past the displayed range
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -118,6 +121,7 @@ def generate(cfg: DictConfig) -> dict[str, list[Path]]:
     bounds = g.G.camera_prior.bounds() if cfg.camera.clamp_to_prior else None
     written: dict[str, list[Path]] = {"video": [], "image_grid": [], "mesh": []}
     index = []
+    beyond: list[float] = []  # per frame: the share of depth pixels past the displayed range
 
     for gi in range(0, len(samples), cfg.per_grid):
         group = samples[gi : gi + cfg.per_grid]
@@ -146,7 +150,7 @@ def generate(cfg: DictConfig) -> dict[str, list[Path]]:
         rows: list[list[np.ndarray]] = [[] for _ in group]
         try:
             for cam in cams:
-                cells = _frame_cells(g, planes, cam, cfg, depth_range)
+                cells = _frame_cells(g, planes, cam, cfg, depth_range, beyond)
                 if video is not None:
                     video.append(make_grid(cells, nrow=math.ceil(math.sqrt(len(group)))))
                 if "image_grid" in cfg.outputs:
@@ -180,12 +184,22 @@ def generate(cfg: DictConfig) -> dict[str, list[Path]]:
     _write_json(
         {"ckpt": str(cfg.ckpt), "trajectory": name, "samples": index}, out_dir / "samples.json"
     )
+    if cfg.mode != "rgb" and beyond and sum(beyond) / len(beyond) > SATURATED_SHARE:
+        log.warning(
+            "%.0f%% of depth pixels lie beyond the displayed range %s (far_offset=%s renders past "
+            "the scene box, where an under-trained model accumulates haze): the depth images are "
+            "mostly one colour; try far_offset=0 or depth_range=[lo,hi]",
+            100 * sum(beyond) / len(beyond), list(depth_range), cfg.far_offset,
+        )  # fmt: skip
     return written
 
 
-def _frame_cells(g: LoadedGenerator, planes, cam: CameraParams, cfg, depth_range) -> torch.Tensor:
-    """One trajectory frame of a group of samples, in sub-batches: display cells on the CPU."""
-    cells = []
+def _frame_cells(
+    g: LoadedGenerator, planes, cam: CameraParams, cfg, depth_range, beyond: list[float]
+) -> torch.Tensor:
+    """One trajectory frame of a group of samples, in sub-batches: display cells on the CPU;
+    appends the share of depth pixels past ``depth_range`` to ``beyond``."""
+    cells, far_pixels = [], 0.0
     for i in range(0, planes.shape[0], cfg.batch_size):
         out = inference.render_planes(
             g.G,
@@ -198,6 +212,8 @@ def _frame_cells(g: LoadedGenerator, planes, cam: CameraParams, cfg, depth_range
             cfg.far_offset,
         )
         cells.append(display(out, cfg.mode, depth_range, cfg.depth_colormap).cpu())
+        far_pixels += (out.depth >= depth_range[1]).sum().item()
+    beyond.append(far_pixels / (planes.shape[0] * cfg.resolution**2))
     return torch.cat(cells)
 
 

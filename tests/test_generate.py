@@ -132,3 +132,22 @@ def test_command_line(tiny_run, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert iio.imread(tmp_path / "front_circle_rgb_00.mp4").shape == (2, 16, 16, 3)
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
+
+
+def test_depth_mostly_past_the_displayed_range_is_reported(tiny_run, tmp_path, caplog):
+    def run(depth_range: str, mode: str = "both") -> list[str]:
+        cfg = compose_generate(
+            [f"ckpt={tiny_run['ckpt']}", "trajectory=point", "seeds=[0]", *FAST,
+             f"depth_range={depth_range}", f"mode={mode}", "outputs=[image_grid]"],
+            tmp_path / depth_range / mode,
+        )  # fmt: skip
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="gp3d.generate"):
+            generate(cfg)
+        return [r.getMessage() for r in caplog.records if "beyond the displayed range" in r.message]
+
+    # every rendered depth is >= near = 0.75, so a range ending at 0.1 shows nothing but its end
+    (msg,) = run("[0.0,0.1]")
+    assert msg.startswith("100% of depth pixels") and "far_offset=0 or depth_range" in msg
+    assert run("[0.0,100.0]") == []  # everything inside the range: no warning
+    assert run("[0.0,0.1]", mode="rgb") == []  # depth not shown: nothing to say
