@@ -43,6 +43,7 @@ SATURATED_SHARE = 0.9  # warn when this share of depth pixels is past the displa
 
 
 def pick_device(name: str) -> torch.device:
+    """``device=auto``: this entry point runs without Lightning, so it picks the device itself."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

@@ -14,6 +14,8 @@ def rank_and_world() -> tuple[int, int]:
 
 
 def _comm_device() -> torch.device:
+    """Where collective buffers must live: NCCL only moves CUDA tensors (on this rank's current
+    device, which Lightning sets), gloo only CPU ones. The backend decides, not a preference."""
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
