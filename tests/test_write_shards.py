@@ -112,8 +112,12 @@ def test_resume_after_interruption_between_shards(photos, ref, tmp_path, workers
     assert not (out / "manifest.json").exists() and not _leftovers(out)
     with pytest.raises(common.DatasetNotFoundError, match="not a finished dataset"):
         common.read_manifest(out)
-    committed = len(list(out.glob("shard-*.tar")))  # a pool may finish a shard more
-    assert committed >= 2 if workers else committed == 2
+    # a pool may finish a shard more; a worker killed between renaming its tar and writing the
+    # shard's record leaves a complete tar that the resume cannot vouch for, so it rewrites it
+    tars = len(list(out.glob("shard-*.tar")))
+    committed = sum(shard_worker.load_valid_record(out, i) is not None for i in range(tars + 8))
+    assert committed >= 2 if workers else committed == tars == 2
+    assert tars >= committed
     res = ws.write_shards(photos.src, out, workers=workers, **KW)
     assert res.shards_reused == committed
     assert res.shards_written == len(_shard_bytes(ref)) - committed
