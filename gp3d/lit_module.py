@@ -20,6 +20,7 @@ from gp3d.models.discriminator import Discriminator
 from gp3d.models.generator import Generator
 from gp3d.patches import extract_patches, sample_patch_params
 from gp3d.types import Batch, PatchParams
+from gp3d.utils import seeding
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -255,8 +256,16 @@ class GP3DLitModule(LightningModule):
         # does (seed * world + rank); the weights are already initialised, identically.
         world = self.trainer.world_size
         if stage == "fit" and world > 1:
-            seed = torch.initial_seed() * world + self.trainer.global_rank
-            torch.manual_seed(seed % 2**63)
+            torch.manual_seed(
+                seeding.rank_seed(torch.initial_seed(), world, self.trainer.global_rank)
+            )
+
+    def on_train_start(self) -> None:
+        # A resumed run has its weights and nimg back (restored before this hook) but not the RNG
+        # state: without this it would draw the same latents, cameras and patches as from kimg 0.
+        nimg = int(self.nimg.item())
+        if nimg > 0:
+            torch.manual_seed(seeding.resume_seed(torch.initial_seed(), nimg))
 
     def configure_optimizers(self):
         opt_g = self.g_optimizer(params=self.G.parameters())

@@ -1,13 +1,15 @@
 """End-to-end training runs on CPU: every experiment, the smoke run's outputs, resume, bad input."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from hydra.errors import MissingConfigException
 from omegaconf import open_dict
 
-from gp3d.train import ConfigError, train
+from gp3d.lit_module import GP3DLitModule as LitModule
+from gp3d.train import ConfigError, prepare_data, train
 from tests.helpers import TINY, TINY_MODEL, compose_train
 
 EXPERIMENTS = sorted(
@@ -32,9 +34,25 @@ def test_fast_dev_run_every_experiment(experiment, tmp_path, data_dir):
         assert torch.isfinite(p).all()
 
 
+def _recording_fake(zs: list):
+    """LitModule._fake that also records the latents it draws."""
+    real = LitModule._fake
+
+    def fake(self, *args, **kwargs):
+        state = torch.get_rng_state()
+        zs.append(torch.randn(1, self.G.z_dim, device=self.device))
+        torch.set_rng_state(state)  # leave the run's own draws unchanged
+        return real(self, *args, **kwargs)
+
+    return fake
+
+
 def test_smoke_run_leaves_checkpoints_samples_logs_and_resumes(tmp_path, data_dir, monkeypatch):
     cfg = compose_train(["experiment=smoke", *TINY, "model.total_kimg=0.012"], tmp_path, data_dir)
-    out = train(cfg)
+    prepare_data(cfg)  # the dataset made beforehand: it would use the RNG of the first run only
+    with monkeypatch.context() as m:
+        m.setattr(LitModule, "_fake", _recording_fake(first_z := []))
+        out = train(cfg)
     assert out["model"].nimg.item() == 12
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert last.exists()
@@ -57,12 +75,30 @@ def test_smoke_run_leaves_checkpoints_samples_logs_and_resumes(tmp_path, data_di
     starts = []
     seed_of = datamodule.stream_seed
     monkeypatch.setattr(datamodule, "stream_seed", lambda s, n: starts.append(n) or seed_of(s, n))
+    monkeypatch.setattr(LitModule, "_fake", _recording_fake(resumed_z := []))
     out2 = train(cfg2)
     assert out2["model"].nimg.item() == 20  # continued from 12, not restarted
     assert starts == [12]  # the loader was made after the restore: a new data stream, no replay
+    # ... and new latents: a resumed run must not replay the fakes it drew from kimg 0
+    assert not torch.equal(resumed_z[0], first_z[0])
     # EMA weights come back from the checkpoint too
     ema_key = next(k for k in ckpt["state_dict"] if k.startswith("G_ema."))
     assert ema_key in out2["model"].state_dict()
+
+
+def test_resume_reseeds_the_training_rng_from_nimg():
+    """The hook behind the check above (which Lightning's own RNG use may also satisfy): a run
+    resumed at nimg > 0 draws a stream of its own, the same for every resume at that point."""
+
+    def first_draw(nimg: int) -> torch.Tensor:
+        torch.manual_seed(0)  # seed_everything: the same seed for the fresh and resumed runs
+        LitModule.on_train_start(SimpleNamespace(nimg=torch.tensor(nimg)))
+        return torch.randn(8)
+
+    assert torch.equal(first_draw(0), first_draw(0))
+    assert not torch.equal(first_draw(12), first_draw(0))
+    assert not torch.equal(first_draw(12), first_draw(16))
+    assert torch.equal(first_draw(12), first_draw(12))
 
 
 def test_missing_dataset_path_names_path_and_command(tmp_path, data_dir):
