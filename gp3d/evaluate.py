@@ -9,7 +9,8 @@ Metrics (spec 8.1 / 8.2, the original's names):
     nfs<N>               Non-Flatness Score (gp3d.callbacks.nfs.compute_nfs)
 
 Fakes follow spec 8.1 (G_ema, full render, prior cameras through the camera generator, labels of
-random dataset items, uint8 conversion); ``--truncation`` and ``--class`` change that on purpose.
+random dataset items, uint8 conversion); ``--truncation`` and ``--class`` change that on purpose
+(psi < 1 truncates toward the class-wise mean w of a conditional G, as generate does).
 Fakes are rendered once per feature network, for the largest N asked, and shared (a metric with
 a smaller N uses the first N). Real statistics are cached (``gp3d.metrics.real_stats``).
 
@@ -297,7 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         help="network for precision/recall (the original: VGG16 fc2, e.g. a TorchScript .pt); "
         "default: --feature-net",
     )
-    ap.add_argument("--truncation", type=float, default=1.0, help="psi (spec 8.1 uses 1.0)")
+    ap.add_argument(
+        "--truncation",
+        type=float,
+        default=1.0,
+        help="psi (spec 8.1 uses 1.0); toward the class-wise mean w when G is conditional",
+    )
     ap.add_argument(
         "--class", dest="class_name", default=None, help="only this class (index or name)"
     )

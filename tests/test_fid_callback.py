@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 from gp3d.callbacks.checkpoint import BestCheckpoint
 from gp3d.callbacks.fid import fid_of_generator, metric_name
 from gp3d.export import load_generator
+from gp3d.inference import class_mean_w
 from gp3d.metrics.fakes import fake_features, render_uint8
 from gp3d.metrics.feature_net import load_feature_network
 from gp3d.metrics.real_stats import real_stats
@@ -169,3 +170,23 @@ def test_ddp_training_run_logs_the_single_process_fid(tmp_path):
     counts = json.loads((data / "manifest.json").read_text())["class_counts"]
     single = fid_of_generator(G, net, reals, 8, batch_size=4, class_counts=counts, seed=0)
     assert logged == pytest.approx(single, rel=1e-5)
+
+
+def test_truncated_fakes_of_a_conditional_generator_go_toward_the_class_mean(tiny_run):
+    """psi < 1 truncates toward the class-wise mean w (spec 8.3), as inference does; psi = 0
+    makes every sample of a class use that class's mean w, not the running mean w_avg."""
+    G = load_generator(tiny_run["ckpt"]).G
+    assert G.c_dim > 1
+    seen, synthesis = [], G.synthesis.forward
+    G.synthesis.forward = lambda ws, **kw: seen.append(ws) or synthesis(ws, **kw)
+    try:
+        render_uint8(G, 3, seed=5, class_index=1, truncation_psi=0.0)
+        psi_half = render_uint8(G, 3, seed=5, class_index=1, truncation_psi=0.5)
+        untruncated = render_uint8(G, 3, seed=5, class_index=1)
+    finally:
+        del G.synthesis.forward
+    mean1 = class_mean_w(G, torch.eye(G.c_dim)[1:2])[0]
+    torch.testing.assert_close(seen[0], mean1.expand_as(seen[0]))
+    assert not torch.allclose(mean1, G.mapping.w_avg)
+    torch.testing.assert_close(seen[1], torch.lerp(seen[0], seen[2], 0.5))
+    assert not torch.equal(psi_half, untruncated)

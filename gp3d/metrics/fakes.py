@@ -1,6 +1,8 @@
 """Features of generated images under the FID protocol of spec 8.1, split over DDP ranks.
 
-Protocol: the given generator (G_ema) in eval mode, psi = 1 unless asked otherwise, noise mode
+Protocol: the given generator (G_ema) in eval mode, psi = 1 unless asked otherwise (psi < 1
+truncates toward the class-wise mean w of a conditional generator, as inference does, spec 8.3;
+toward the running mean ``w_avg`` of an unconditional one), noise mode
 'random', a full render at the generator's resolution with its training ray steps, cameras drawn
 from the prior and passed through the camera generator, labels of random dataset items (drawn
 from the manifest's class counts), then (img * 127.5 + 128).clamp -> uint8.
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from gp3d.inference import class_mean_w, truncated_ws
 from gp3d.metrics.distributed import gather_rows, rank_and_world
 from gp3d.metrics.feature_net import FeatureNetwork, to_uint8_images
 
@@ -51,8 +54,10 @@ def render_uint8(
     class_counts: list[int] | None = None,
     class_index: int | None = None,
     truncation_psi: float = 1.0,
+    class_w_means: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``n`` uint8 images [n, 3, R, R] rendered under the protocol above, seeded by ``seed``."""
+    """``n`` uint8 images [n, 3, R, R] rendered under the protocol above, seeded by ``seed``.
+    ``class_w_means`` [c_dim, w_dim]: the class-wise mean w for psi < 1 (computed when None)."""
     device = next(G.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     forked = [device] if device.type != "cpu" else []
@@ -68,15 +73,27 @@ def render_uint8(
             labels = sample_labels(n, class_counts, G.c_dim, gen)
         c = None if labels is None else F.one_hot(labels, G.c_dim).float().to(device)
         prior = G.camera_prior.sample(n, device=device, generator=None)
-        out = G(
-            z,
-            c,
-            camera=prior,
-            truncation_psi=truncation_psi,
-            noise_mode="random",
-            adapt_depth=False,
-        )
+        if truncation_psi == 1.0 or c is None:  # G's own truncation: toward w_avg
+            out = G(
+                z, c, camera=prior, truncation_psi=truncation_psi, noise_mode="random",
+                adapt_depth=False,
+            )  # fmt: skip
+        else:  # G.forward's steps, with the ws truncated toward each sample's class mean
+            if class_w_means is None:
+                class_w_means = all_class_w_means(G)
+            w_mean = class_w_means[labels.to(class_w_means.device)].to(device)
+            ws = truncated_ws(G, z, c, truncation_psi, w_mean=w_mean)
+            planes = G.synthesis(ws, noise_mode="random")
+            out = G.render(planes, G.cameras(z, c, prior, True))
     return to_uint8_images(out.rgb)
+
+
+@torch.no_grad()
+def all_class_w_means(G, num_samples: int = 256) -> torch.Tensor:
+    """[c_dim, w_dim] class-wise mean w of every class (spec 8.3: 256 z per class)."""
+    device = next(G.parameters()).device
+    onehot = torch.eye(G.c_dim, device=device)
+    return torch.cat([class_mean_w(G, rows, num_samples) for rows in onehot.split(64)])
 
 
 @torch.no_grad()
@@ -103,13 +120,14 @@ def fake_features(
     rank, world = rank_and_world()
     was_training = G.training
     G.eval()
+    w_means = all_class_w_means(G) if truncation_psi != 1.0 and G.c_dim > 0 else None
     feats, logits, index = [], [], []
     num_batches = -(-num_samples // batch_size)
     for b in range(rank, num_batches, world):
         start = b * batch_size
         n = min(batch_size, num_samples - start)
         images = render_uint8(
-            G, n, seed * _BATCH_SEED_STRIDE + b, class_counts, class_index, truncation_psi
+            G, n, seed * _BATCH_SEED_STRIDE + b, class_counts, class_index, truncation_psi, w_means
         )
         if with_logits:
             logits.append(net.forward_logits(images).float().cpu())
