@@ -186,3 +186,42 @@ def test_sample_grid_is_reproducible_and_leaves_the_training_rng_alone(tmp_path)
     first = cb.render_and_save(trainer, module, "a")[0].read_bytes()
     assert torch.equal(torch.get_rng_state(), state)
     assert cb.render_and_save(trainer, module, "b")[0].read_bytes() == first
+
+
+def test_checkpoint_on_exception_under_ddp_needs_no_other_rank(tmp_path):
+    """An exception may hit one rank while the others wait in a collective: the last.ckpt on
+    exception is then written by rank 0 alone, with no barrier (Trainer.save_checkpoint has one),
+    the other ranks write nothing, and a sharded strategy is left alone with a warning."""
+    import pytest
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from gp3d.callbacks.checkpoint import KimgCheckpoint
+
+    class NoCollectivesDDP(DDPStrategy):
+        def __init__(self) -> None:  # no cluster: only what on_exception may touch
+            self.saved = []
+
+        def save_checkpoint(self, checkpoint, filepath, storage_options=None) -> None:
+            self.saved.append((checkpoint, filepath))
+
+        def barrier(self, *args, **kwargs) -> None:
+            raise AssertionError("a barrier would hang when the other ranks are elsewhere")
+
+    def hang(*args, **kwargs):
+        raise AssertionError("Trainer.save_checkpoint ends with a barrier")
+
+    def trainer(rank: int, strategy) -> SimpleNamespace:
+        dump = SimpleNamespace(dump_checkpoint=lambda weights_only: {"rank": rank})
+        return SimpleNamespace(
+            world_size=2, global_rank=rank, strategy=strategy, default_root_dir=str(tmp_path),
+            save_checkpoint=hang, _checkpoint_connector=dump,
+        )  # fmt: skip
+
+    cb, module = KimgCheckpoint(every_kimg=1.0), SimpleNamespace(nimg=torch.tensor(8))
+    for rank in (0, 1):
+        ddp = NoCollectivesDDP()
+        cb.on_exception(trainer(rank, ddp), module, ValueError("NaN on this rank"))
+        expected = [({"rank": 0}, tmp_path / "checkpoints" / "last.ckpt")] if rank == 0 else []
+        assert ddp.saved == expected
+    with pytest.warns(UserWarning, match="newest periodic checkpoint"):
+        cb.on_exception(trainer(0, SimpleNamespace()), module, KeyboardInterrupt())

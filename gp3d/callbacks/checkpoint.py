@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from gp3d.callbacks.interval import crossed_kimg
 from gp3d.metrics.distributed import broadcast_value
@@ -66,11 +67,31 @@ class KimgCheckpoint(Callback):
             rank_zero_info(f"saved {path}")
 
     def on_exception(self, trainer, pl_module, exception) -> None:
-        if self.save_on_exception and int(pl_module.nimg.item()) > 0:
+        if not self.save_on_exception or int(pl_module.nimg.item()) == 0:
+            return
+        name = type(exception).__name__
+        if trainer.world_size == 1:
             path = self._save(trainer, pl_module, "last.ckpt")
-            rank_zero_info(
-                f"training stopped ({type(exception).__name__}); saved {path} to resume from"
+            rank_zero_info(f"training stopped ({name}); saved {path} to resume from")
+            return
+        # Multi-process: the exception may have hit this rank alone while the others wait in a
+        # collective, so Trainer.save_checkpoint's barrier (or FSDP's state gathering) would hang
+        # here and hide the traceback. Under DDP rank 0 holds the whole state: it writes it with
+        # no collective; the other ranks write nothing and re-raise at once.
+        if not isinstance(trainer.strategy, DDPStrategy) or isinstance(
+            trainer.strategy, DeepSpeedStrategy
+        ):
+            rank_zero_warn(
+                f"training stopped ({name}); last.ckpt is not rewritten under "
+                f"{type(trainer.strategy).__name__} (saving a sharded state needs every rank): "
+                "resume from the newest periodic checkpoint"
             )
+            return
+        if trainer.global_rank == 0:
+            path = self._dir(trainer) / "last.ckpt"
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            trainer.strategy.save_checkpoint(checkpoint, path)
+            print(f"training stopped ({name}); saved {path} to resume from", flush=True)
 
     def _prune(self, trainer: Trainer) -> None:
         if self.keep_last is None or trainer.global_rank != 0:
