@@ -47,6 +47,27 @@ def _recording_fake(zs: list):
     return fake
 
 
+def test_bf16_mixed_precision_trains_the_full_recipe(tmp_path, data_dir):
+    """trainer.precision=bf16-mixed (Lightning's autocast, also on CPU) through G, D, R1 and the
+    EMA: finite weights, float32 parameters and buffers (w_avg was updated from bf16 ws)."""
+    cfg = compose_train(
+        [
+            "experiment=synthetic",
+            *TINY,
+            "+trainer.fast_dev_run=true",
+            "trainer.precision=bf16-mixed",
+        ],
+        tmp_path,
+        data_dir,
+    )
+    lit = train(cfg)["model"]
+    assert lit.nimg.item() == 4
+    for name, t in [*lit.named_parameters(), *lit.named_buffers()]:
+        if t.is_floating_point():
+            assert t.dtype == torch.float32 and torch.isfinite(t).all(), name
+    assert not torch.equal(lit.G.mapping.w_avg, torch.zeros_like(lit.G.mapping.w_avg))
+
+
 def test_smoke_run_leaves_checkpoints_samples_logs_and_resumes(tmp_path, data_dir, monkeypatch):
     cfg = compose_train(["experiment=smoke", *TINY, "model.total_kimg=0.012"], tmp_path, data_dir)
     prepare_data(cfg)  # the dataset made beforehand: it would use the RNG of the first run only

@@ -84,7 +84,8 @@ class MappingNetwork(nn.Module):
         if update_emas:
             if self.w_avg_beta is None:
                 raise RuntimeError("update_emas needs w_avg tracking (w_avg_beta is None)")
-            self.w_avg.copy_(w.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+            # float(): under bf16 autocast w is bf16 while the tracked mean stays float32
+            self.w_avg.copy_(w.detach().float().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         if truncation_psi != 1.0:
             if self.w_avg_beta is None:
                 raise RuntimeError("truncation needs w_avg tracking (w_avg_beta is None)")
