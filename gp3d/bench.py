@@ -4,6 +4,7 @@ measured in one process on the same in-memory batch, reported as ratios to a bas
     python -m gp3d.bench                                   # synthetic sizes, 3dgp vs epigraf
     python -m gp3d.bench --experiments epigraf 3dgp no_kd --steps 20 --size synthetic
     python -m gp3d.bench --size full --device cuda         # the original's sizes (GPU)
+    python -m gp3d.bench --experiments 3dgp 3dgp,model.module.compile=true --warmup 3
 
 Absolute times only hold on the machine they were measured on; compare ratios.
 """
@@ -121,7 +122,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument(
-        "--experiments", nargs="+", default=["epigraf", "3dgp"], help="first one is the baseline"
+        "--experiments",
+        nargs="+",
+        default=["epigraf", "3dgp"],
+        help="first one is the baseline; EXP,override,... adds Hydra overrides to one entry "
+        "(e.g. 3dgp,model.module.compile=true)",
     )
     ap.add_argument("--size", choices=SIZES, default="synthetic")
     ap.add_argument(
@@ -134,16 +139,18 @@ def main() -> None:
     ap.add_argument("--json", type=str, default=None, help="also write the results here")
     args = ap.parse_args()
     results = {}
-    for exp in args.experiments:
-        results[exp] = bench(
-            exp, args.size, args.steps, args.warmup, args.batch_size, args.device, args.num_classes
-        )
+    for entry in args.experiments:  # "3dgp" or "3dgp,model.module.compile=true,..."
+        exp, *extra = entry.split(",")
+        results[entry] = bench(
+            exp, args.size, args.steps, args.warmup, args.batch_size, args.device,
+            args.num_classes, extra,
+        )  # fmt: skip
     base = results[args.experiments[0]]
     print(
-        f"{'experiment':<20}{'s/iter':>10}{'ratio':>8}   (size={args.size}, batch={args.batch_size}, {args.device})"
+        f"{'experiment':<48}{'s/iter':>10}{'ratio':>8}   (size={args.size}, batch={args.batch_size}, {args.device})"
     )
     for exp, t in results.items():
-        print(f"{exp:<20}{t:>10.3f}{t / base:>8.2f}")
+        print(f"{exp:<48}{t:>10.3f}{t / base:>8.2f}")
     if args.json:
         Path(args.json).write_text(
             json.dumps({"results_s_per_iter": results, "args": vars(args)}, indent=2)

@@ -21,6 +21,7 @@ from gp3d.models.generator import Generator
 from gp3d.patches import extract_patches, sample_patch_params
 from gp3d.types import Batch, PatchParams
 from gp3d.utils import seeding
+from gp3d.utils.compile import compile_modules
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -46,6 +47,8 @@ class GP3DLitModule(LightningModule):
         kd_squared: squared L2 (paper) instead of the code's plain L2 norm (P3).
         camera_loss: camera-generator regularisers (3DGP); None when there is no camera generator.
         ema_kimg: EMA half-life in kimg; None = batch_size * 0.3125 (spec 7.5). ema_rampup: 0.05.
+        compile: torch.compile G's synthesis and decoder for training (``compile_backend``;
+            eager fallback, see ``gp3d.utils.compile``).
     """
 
     def __init__(
@@ -70,6 +73,8 @@ class GP3DLitModule(LightningModule):
         camera_loss: CameraLoss | None = None,
         ema_kimg: float | None = None,
         ema_rampup: float | None = 0.05,
+        compile: bool = False,
+        compile_backend: str = "inductor",
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -84,6 +89,7 @@ class GP3DLitModule(LightningModule):
         self.G_ema = make_ema_copy(generator)
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.camera_loss = camera_loss
+        self.compiled: list[str] = []  # the submodules compiled at fit setup
         res = generator.img_resolution
         self.patch_min_scale = patch_min_scale or patch_resolution / res
         self.r1_gamma = (
@@ -254,6 +260,9 @@ class GP3DLitModule(LightningModule):
         # seed_everything gives every DDP rank the same seed, so every rank would draw the same
         # latents, prior cameras and patches (duplicated fakes). Offset by the rank as StyleGAN2
         # does (seed * world + rank); the weights are already initialised, identically.
+        if stage == "fit" and self.hparams.compile:
+            parts = {"G.synthesis": self.G.synthesis, "G.decoder": self.G.decoder}
+            self.compiled = compile_modules(parts, self.hparams.compile_backend)
         world = self.trainer.world_size
         if stage == "fit" and world > 1:
             torch.manual_seed(
