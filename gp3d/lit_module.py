@@ -257,12 +257,12 @@ class GP3DLitModule(LightningModule):
             self.trainer.should_stop = True
 
     def setup(self, stage: str) -> None:
-        # seed_everything gives every DDP rank the same seed, so every rank would draw the same
-        # latents, prior cameras and patches (duplicated fakes). Offset by the rank as StyleGAN2
-        # does (seed * world + rank); the weights are already initialised, identically.
         if stage == "fit" and self.hparams.compile:
             parts = {"G.synthesis": self.G.synthesis, "G.decoder": self.G.decoder}
             self.compiled = compile_modules(parts, self.hparams.compile_backend)
+        # seed_everything gives every DDP rank the same seed, so every rank would draw the same
+        # latents, prior cameras and patches (duplicated fakes). Offset by the rank as StyleGAN2
+        # does (seed * world + rank); the weights are already initialised, identically.
         world = self.trainer.world_size
         if stage == "fit" and world > 1:
             torch.manual_seed(
