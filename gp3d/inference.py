@@ -74,15 +74,9 @@ def truncated_ws(
     """ws [B, num_ws, w_dim] with w <- mean + psi (w - mean). The mean is the class-wise mean w
     when the generator is conditional (spec 8.3/8.4; ``w_mean`` [B, w_dim] may pass it in
     precomputed), else the tracked running mean ``w_avg``."""
-    ws = G.map(z, c)
-    if truncation_psi == 1.0:
-        return ws
-    if w_mean is None:
-        if c is not None:
-            w_mean = class_mean_w(G, c, class_mean_samples)
-        else:
-            w_mean = G.mapping.w_avg[None].expand(z.shape[0], -1)
-    return torch.lerp(w_mean[:, None].to(ws), ws, truncation_psi)
+    if truncation_psi != 1.0 and w_mean is None and c is not None:
+        w_mean = class_mean_w(G, c, class_mean_samples)
+    return G.map(z, c, truncation_psi, w_mean=w_mean)
 
 
 @torch.no_grad()

@@ -57,3 +57,14 @@ def test_truncation():
     assert torch.allclose(w0, m.w_avg.expand(4, 3, 16))
     w1, wh = m(z), m(z, truncation_psi=0.5)
     assert torch.allclose(wh, 0.5 * (w1 + m.w_avg), atol=1e-6)
+
+
+def test_truncation_toward_a_given_centre_per_sample():
+    """w_mean (e.g. the class-wise mean w, spec 8.3) replaces w_avg as the truncation centre."""
+    m = MappingNetwork(z_dim=8, c_dim=3, w_dim=16, num_ws=3)
+    z, c = torch.randn(2, 8), torch.eye(3)[[0, 2]]
+    centre = torch.randn(2, 16)
+    w = m(z, c)
+    torch.testing.assert_close(m(z, c, 0.0, w_mean=centre), centre[:, None].expand(-1, 3, -1))
+    torch.testing.assert_close(m(z, c, 0.5, w_mean=centre), torch.lerp(centre[:, None], w, 0.5))
+    torch.testing.assert_close(m(z, c, 1.0, w_mean=centre), w)  # psi = 1: untouched

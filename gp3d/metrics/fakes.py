@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gp3d.inference import class_mean_w, truncated_ws
+from gp3d.inference import class_mean_w
 from gp3d.metrics.distributed import gather_rows, rank_and_world
 from gp3d.metrics.feature_net import FeatureNetwork, to_uint8_images
 
@@ -73,18 +73,15 @@ def render_uint8(
             labels = sample_labels(n, class_counts, G.c_dim, gen)
         c = None if labels is None else F.one_hot(labels, G.c_dim).float().to(device)
         prior = G.camera_prior.sample(n, device=device, generator=None)
-        if truncation_psi == 1.0 or c is None:  # G's own truncation: toward w_avg
-            out = G(
-                z, c, camera=prior, truncation_psi=truncation_psi, noise_mode="random",
-                adapt_depth=False,
-            )  # fmt: skip
-        else:  # G.forward's steps, with the ws truncated toward each sample's class mean
+        w_mean = None  # psi < 1: toward each sample's class mean (conditional) or w_avg
+        if truncation_psi != 1.0 and c is not None:
             if class_w_means is None:
                 class_w_means = all_class_w_means(G)
-            w_mean = class_w_means[labels.to(class_w_means.device)].to(device)
-            ws = truncated_ws(G, z, c, truncation_psi, w_mean=w_mean)
-            planes = G.synthesis(ws, noise_mode="random")
-            out = G.render(planes, G.cameras(z, c, prior, True))
+            w_mean = class_w_means[labels.to(class_w_means.device)]
+        out = G(
+            z, c, camera=prior, truncation_psi=truncation_psi, noise_mode="random",
+            adapt_depth=False, truncation_w_mean=w_mean,
+        )  # fmt: skip
     return to_uint8_images(out.rgb)
 
 

@@ -59,9 +59,10 @@ class Generator(nn.Module):
         c: torch.Tensor | None,
         truncation_psi: float = 1.0,
         update_emas: bool = False,
+        w_mean: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(z, c) -> ws [B, num_ws, w_dim]."""
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, update_emas=update_emas)
+        """(z, c) -> ws [B, num_ws, w_dim]; truncation toward ``w_mean`` [B, w_dim] or w_avg."""
+        ws = self.mapping(z, c, truncation_psi, update_emas, w_mean)
         if ws.dim() == 2:
             ws = ws[:, None].expand(-1, self.synthesis.num_ws, -1)
         return ws
@@ -142,11 +143,13 @@ class Generator(nn.Module):
         update_emas: bool = False,
         use_camera_generator: bool = True,
         adapt_depth: bool = True,
+        truncation_w_mean: torch.Tensor | None = None,
         **render_kwargs,
     ) -> RenderOutput:
         """Generate and render. ``camera`` is a *prior* sample (None: draw one); the camera
-        generator, when present and enabled, maps it to the posterior that is rendered."""
-        ws = self.map(z, c, truncation_psi, update_emas)
+        generator, when present and enabled, maps it to the posterior that is rendered.
+        ``truncation_w_mean`` [B, w_dim]: truncate toward it instead of w_avg."""
+        ws = self.map(z, c, truncation_psi, update_emas, truncation_w_mean)
         planes = self.synthesis(ws, noise_mode=noise_mode)
         cam = self.cameras(z, c, camera, use_camera_generator)
         out = self.render(planes, cam, resolution, patch, density_noise_std, **render_kwargs)

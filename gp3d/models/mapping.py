@@ -58,6 +58,7 @@ class MappingNetwork(nn.Module):
         c: torch.Tensor | None = None,
         truncation_psi: float = 1.0,
         update_emas: bool = False,
+        w_mean: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Map a batch.
 
@@ -66,6 +67,8 @@ class MappingNetwork(nn.Module):
             c: [B, c_dim] float conditioning (required when c_dim > 0).
             truncation_psi: w <- w_avg + psi (w - w_avg); 1 disables it.
             update_emas: update ``w_avg`` with this batch's mean w (before truncation).
+            w_mean: [B, w_dim] truncation centre per sample (e.g. the class-wise mean w of
+                spec 8.3) instead of ``w_avg``.
 
         Returns:
             [B, num_ws, w_dim], or [B, w_dim] when ``num_ws`` is None.
@@ -87,9 +90,10 @@ class MappingNetwork(nn.Module):
             # float(): under bf16 autocast w is bf16 while the tracked mean stays float32
             self.w_avg.copy_(w.detach().float().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         if truncation_psi != 1.0:
-            if self.w_avg_beta is None:
+            if w_mean is None and self.w_avg_beta is None:
                 raise RuntimeError("truncation needs w_avg tracking (w_avg_beta is None)")
-            w = self.w_avg.lerp(w, truncation_psi)
+            center = self.w_avg if w_mean is None else w_mean.to(w)
+            w = center.lerp(w, truncation_psi)
         if self.num_ws is not None:
             w = w[:, None].expand(-1, self.num_ws, -1)
         return w
