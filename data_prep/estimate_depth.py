@@ -10,7 +10,7 @@ Output: ``<out>/<class folder>/<stem>_depth.png`` mirroring the image tree (what
 ``write_shards --depth-dir`` reads), 16-bit, **relative depth, larger = farther, scaled so each
 map's maximum is 60000** (spec 5.1; training reads ``raw / 65536 * 2 - 1``), at the image's own
 size. Depth-Anything (relative) and DPT/MiDaS predict *disparity* (larger = nearer): it is
-inverted with the clipped ``1 / d`` of ``data_prep/depth_convert.py`` (``--max-ratio``); metric
+inverted with the clipped ``1 / d`` of ``data_prep/depth/convert.py`` (``--max-ratio``); metric
 models (``*-Metric-*``, ZoeDepth) predict depth and need no inversion. ``<out>/depth_info.json``
 records the estimator and conventions (copied into the shard manifest by ``write_shards``);
 ``<out>/depth_skipped.txt`` lists images without a map and why.
@@ -36,11 +36,11 @@ from typing import Any
 from tqdm import tqdm
 
 from data_prep import common
-from data_prep.depth_convert import DEFAULT_MAX_RATIO, DEPTH, PREDICTION_KINDS
-from data_prep.depth_import import ImportSettings, run_import
-from data_prep.depth_inference import run_model
-from data_prep.depth_model import DepthModel
-from data_prep.depth_output import (  # noqa: F401 - re-exported (make_shards, tests)
+from data_prep.depth.convert import DEFAULT_MAX_RATIO, DEPTH, PREDICTION_KINDS
+from data_prep.depth.importer import ImportSettings, run_import
+from data_prep.depth.inference import run_model
+from data_prep.depth.model import DepthModel
+from data_prep.depth.output import (  # noqa: F401 - re-exported (make_shards, tests)
     INFO_FORMAT,
     INFO_NAME,
     SKIPPED_NAME,
@@ -49,7 +49,7 @@ from data_prep.depth_output import (  # noqa: F401 - re-exported (make_shards, t
     prepare_depth_out,
 )
 from data_prep.folder_source import depth_relpath, scan_image_folder
-from data_prep.shard_assignment import select_records
+from data_prep.shards.assignment import select_records
 
 
 @dataclass
@@ -130,7 +130,7 @@ def estimate_depth(
         info: dict[str, Any] = {"estimator": {**params, "description": (
             "precomputed maps; depth kept as stored" if kind == DEPTH and not renormalise
             else "precomputed maps; rescaled to max 60000" if kind == DEPTH
-            else "precomputed disparity inverted (data_prep/depth_convert.py)")}}  # fmt: skip
+            else "precomputed disparity inverted (data_prep/depth/convert.py)")}}  # fmt: skip
     else:
         estimator.load(device)  # even with nothing to do: the record needs its config
         stream = run_model(estimator, index.root, out, todo, batch_size, workers, max_ratio)

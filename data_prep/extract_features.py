@@ -10,7 +10,7 @@ by default (the original stores a float32 memmap; ``--dtype float16`` halves it)
 module decodes either to float32. Features are those of the full, un-flipped image after
 timm's eval transform for the model (spec 6.5; the loader's x-flip never touches them). The
 manifest gains ``"emb.npy"`` in ``keys``, ``embedding_dim`` and a ``teacher`` record (model,
-weights source, transform, dtype, source manifest hash); see ``data_prep/teacher.py``.
+weights source, transform, dtype, source manifest hash); see ``data_prep/features/teacher.py``.
 
 Safety: shards are written one by one with :class:`common.AtomicShardWriter` and the manifest
 last, so an interrupted run leaves nothing that looks complete. A re-run with the same source and
@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from data_prep import common
-from data_prep.teacher import PRETRAINED, RANDOM, Teacher, teacher_identity
+from data_prep.features.teacher import PRETRAINED, RANDOM, Teacher, teacher_identity
 
 STATE_NAME = ".teacher-state.json"  # hidden: parameters of a run in progress (for resuming)
 STAGING_NAME = ".teacher-staging"  # hidden: in-place runs stage their shards here
@@ -165,7 +165,7 @@ def extract_features(
 ) -> ExtractResult:
     """Write ``src``'s samples plus teacher features to ``dst`` (None: update ``src`` in place).
 
-    ``weights``: ``"pretrained"``, ``"random"`` or a local file (see ``data_prep/teacher.py``).
+    ``weights``: ``"pretrained"``, ``"random"`` or a local file (see ``data_prep/features/teacher.py``).
     ``input_size``: square teacher input (None: the model's default, 224 for resnet50).
     ``workers``: DataLoader processes decoding images. ``on_shard(done, total)`` is called
     after every shard. Raises ``DatasetNotFoundError`` / ``DatasetFormatError`` for a bad
@@ -201,7 +201,7 @@ def extract_features(
     for i, entry in enumerate(manifest["shards"]):
         target = work / entry["name"]
         if target.is_file():  # committed atomically by an earlier run with these parameters
-            size, sha = target.stat().st_size, common._sha256(target)
+            size, sha = target.stat().st_size, common.file_sha256(target)
             shards.append({**entry, "bytes": size, "sha256": sha})
             result.shards_skipped += 1
         else:

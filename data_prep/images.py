@@ -13,11 +13,12 @@ import warnings
 import zlib
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from gp3d.data.pixels import ALPHA_BACKGROUND, to_rgb  # noqa: F401  (one conversion for loader and writers)
 
 # Reasons recorded in manifests ("skipped": {reason: count, ...}).
 UNREADABLE, TRUNCATED, TOO_SMALL, TOO_LARGE = "unreadable", "truncated", "too_small", "too_large"
-ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels are composited over white
 MAX_PIXELS = 30_000 * 30_000  # larger than any photo; guards against decompression bombs
 
 
@@ -49,28 +50,6 @@ def _open(path: str | os.PathLike) -> Image.Image:
     except Exception as err:  # corrupt headers also raise TypeError, KeyError, struct.error...
         raise ImageSkip(UNREADABLE, f"{type(err).__name__}: {err}") from err
     return img
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB (first frame of animations; EXIF orientation applied)."""
-    if getattr(img, "n_frames", 1) > 1:
-        img.seek(0)
-    img = ImageOps.exif_transpose(img)
-    mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if mode.startswith("I;16") or a.max() > 255 else 255.0
-        if mode == "F":  # float images are scaled by their own range
-            lo, hi = float(a.min()), float(a.max())
-            a, peak = a - lo, max(hi - lo, 1e-12)
-        img = Image.fromarray(np.clip(np.rint(a / peak * 255.0), 0, 255).astype(np.uint8))
-    if mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, ALPHA_BACKGROUND + (255,))
-        img = Image.alpha_composite(background, rgba)
-    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX ...
 
 
 def load_rgb_and_mode(path: str | os.PathLike, min_size: int = 1) -> tuple[np.ndarray, str]:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from data_prep import estimate_depth, extract_features, select_instances, validate
 from data_prep import write_shards as ws
-from data_prep.depth_convert import DEFAULT_MAX_RATIO, DEPTH, PREDICTION_KINDS
-from data_prep.teacher import PRETRAINED
+from data_prep.depth.convert import DEFAULT_MAX_RATIO, DEPTH, PREDICTION_KINDS
+from data_prep.features.teacher import PRETRAINED
 
 BESIDE, IMPORT = "beside", "import"
 

@@ -9,7 +9,7 @@
    (the original ran on already-resized images), uint8, batched on the GPU when present.
 2. Per class folder (``--subdir-wise``, the default for class-folder trees, as the original did
    ImageNet) or over all images: a single full-covariance Gaussian, ``reg_covar`` on the diagonal
-   (``data_prep/instance_scores.py``); each image's log-likelihood is its score.
+   (``data_prep/features/instance_scores.py``); each image's log-likelihood is its score.
 3. Keep the top ``--keep-ratio`` (``floor(n * ratio)``, at least 1) or top ``--num-keep`` per
    group. The selection file lists the kept relative paths (what ``write_shards --select`` and
    ``estimate_depth --select`` read); ``<out>.json`` records parameters and per-class counts;
@@ -38,16 +38,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from data_prep import common
-from data_prep.depth_import import write_atomic
-from data_prep.folder_source import ImageRecord, scan_image_folder, write_selection
-from data_prep.images import ImageSkip, crop_resize, load_rgb
-from data_prep.instance_scores import (
+from data_prep.depth.importer import write_atomic
+from data_prep.features.instance_scores import (
     DEFAULT_REG_COVAR,
     gaussian_log_likelihood,
     num_to_keep,
     top_indices,
 )
-from data_prep.teacher import resolve_device
+from data_prep.features.teacher import resolve_device
+from data_prep.folder_source import ImageRecord, scan_image_folder, write_selection
+from data_prep.images import ImageSkip, crop_resize, load_rgb
 
 CHUNK = 4096  # images per cached feature file
 

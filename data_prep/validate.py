@@ -106,7 +106,7 @@ def check_shard(args: tuple[Path, dict[str, Any], dict[str, Any], bool]) -> dict
         return out
     if path.stat().st_size != entry["bytes"]:
         problems.append(f"{path.stat().st_size} bytes, manifest says {entry['bytes']}")
-    elif common._sha256(path) != entry["sha256"]:
+    elif common.file_sha256(path) != entry["sha256"]:
         problems.append("sha256 differs from the manifest (corrupt or replaced)")
     samples: dict[str, dict[str, bytes]] = {}
     try:

@@ -48,14 +48,14 @@ from tqdm import tqdm
 
 from data_prep import common
 from data_prep.folder_source import scan_image_folder
-from data_prep.shard_assignment import (  # noqa: F401 - re-exported (estimate_depth, tests)
+from data_prep.shards.assignment import (  # noqa: F401 - re-exported (estimate_depth, tests)
     NOT_SELECTED_FOUND,
     assign,
     records_fingerprint,
     select_records,
 )
-from data_prep.shard_jobs import run_jobs
-from data_prep.shard_manifest import (  # noqa: F401 - re-exported
+from data_prep.shards.jobs import run_jobs
+from data_prep.shards.manifest import (  # noqa: F401 - re-exported
     GENERATOR_NAME,
     GENERATOR_VERSION,
     IMAGE_DESCRIPTION,
@@ -63,15 +63,15 @@ from data_prep.shard_manifest import (  # noqa: F401 - re-exported
     build_manifest,
     depth_info,
 )
-from data_prep.shard_output import (  # noqa: F401 - re-exported
+from data_prep.shards.output import (  # noqa: F401 - re-exported
     STATE_NAME,
     finished_params,
     prepare_output,
     write_skipped,
 )
-from data_prep.shard_worker import DEFAULT_PNG_LEVEL, WORK_DIR, EncodeSettings
+from data_prep.shards.worker import DEFAULT_PNG_LEVEL, WORK_DIR, EncodeSettings
 
-DEFAULT_SHARD_SIZE = 1000  # ~200 MB per shard at 256 px PNG (see data_prep/bench.py)
+DEFAULT_SHARD_SIZE = 1000  # ~200 MB per shard at 256 px PNG (see data_prep/bench/__main__.py)
 
 
 @dataclass

@@ -8,7 +8,7 @@ __all__ = ["load_generator"]
 def __getattr__(name: str):
     # Lazy, so that `import gp3d` stays light (no torch) until the loader is asked for.
     if name == "load_generator":
-        from gp3d.export import load_generator
+        from gp3d.inference.portable import load_generator
 
         return load_generator
     raise AttributeError(f"module 'gp3d' has no attribute {name!r}")

@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 
 import gp3d
-from data_prep.common import manifest_sha256, read_manifest
 from gp3d.callbacks.nfs import compute_nfs
-from gp3d.export import load_generator
+from gp3d.data.format import manifest_sha256, read_manifest
+from gp3d.inference.portable import load_generator
 from gp3d.metrics.distributed import rank_and_world
 from gp3d.metrics.fakes import fake_features
 from gp3d.metrics.feature_net import load_feature_network

@@ -28,10 +28,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gp3d import inference
-from gp3d.export import LoadedGenerator, load_generator
-from gp3d.mesh import save_mesh
-from gp3d.trajectories import mean_camera
+from gp3d.inference import sampling as inference
+from gp3d.inference.mesh import save_mesh
+from gp3d.inference.portable import LoadedGenerator, load_generator
+from gp3d.inference.trajectories import mean_camera
 from gp3d.types import CameraParams, RenderOutput
 from gp3d.utils.media import VideoWriter, colorize_depth, make_grid, save_array, tile, to_uint8
 

@@ -1,13 +1,11 @@
 """Training entry point: ``python -m gp3d.train [experiment=...] [overrides...]``.
 
-Composes conf/train.yaml, prepares the embedded synthetic dataset if the config asks for it,
+Composes conf/train.yaml, creates the dataset if its config says how (``data.prepare``),
 checks the config against the dataset manifest, then builds datamodule, model, callbacks,
 loggers and trainer from ``_target_`` nodes and fits.
 """
 
 import logging
-import os
-import time
 from pathlib import Path
 
 import hydra
@@ -16,7 +14,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from data_prep.common import manifest_sha256
+from gp3d.data.format import manifest_sha256
+from gp3d.data.prepare import prepare_dataset
 from gp3d.utils.env import configure_wandb_mode
 from gp3d.utils.instantiate import instantiate_list
 
@@ -25,33 +24,6 @@ log = logging.getLogger("gp3d.train")
 
 class ConfigError(ValueError):
     """The composed config contradicts itself or the dataset."""
-
-
-def prepare_data(cfg: DictConfig) -> DictConfig:
-    """Generate the embedded synthetic dataset on first use (idempotent) when the data config
-    has a ``synthetic`` section; returns the data config without it, ready to instantiate."""
-    data_cfg = cfg.data.copy()
-    with open_dict(data_cfg):
-        syn = data_cfg.pop("synthetic", None)
-    if syn is None:
-        return data_cfg
-    manifest = Path(data_cfg.path) / "manifest.json"
-    if os.environ.get("LOCAL_RANK", "0") == "0" and int(os.environ.get("NODE_RANK", "0")) == 0:
-        from data_prep.synthetic import ensure_synthetic_dataset
-
-        teacher = syn.get("teacher")
-        ensure_synthetic_dataset(
-            data_cfg.path,
-            num_samples=syn.num_samples,
-            resolution=data_cfg.resolution,
-            seed=syn.seed,
-            teacher=dict(teacher) if teacher else None,
-        )
-    else:  # other DDP processes wait for rank 0 (the manifest is written last, atomically)
-        deadline = time.time() + 1800
-        while not manifest.exists() and time.time() < deadline:
-            time.sleep(2)
-    return data_cfg
 
 
 def resolve_against_data(cfg: DictConfig, datamodule) -> None:
@@ -104,7 +76,7 @@ def data_info(datamodule) -> dict:
 def train(cfg: DictConfig) -> dict:
     configure_wandb_mode()
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(prepare_data(cfg))
+    datamodule = instantiate(prepare_dataset(cfg.data))
     resolve_against_data(cfg, datamodule)
     model = instantiate(cfg.model.module, _convert_="all")
     model.model_config = OmegaConf.to_container(cfg.model, resolve=True)

@@ -14,9 +14,9 @@ TINY_DATA = [
     "data.batch_size=4",
     "data.num_workers=0",
     "data.epoch_images=64",
-    "data.synthetic.num_samples=48",
-    "data.synthetic.teacher.model_name=resnet10t",  # small random-init teacher: 512-d features
-    "data.synthetic.teacher.input_size=32",
+    "data.prepare.num_samples=48",
+    "data.prepare.teacher.model_name=resnet10t",  # small random-init teacher: 512-d features
+    "data.prepare.teacher.input_size=32",
 ]
 TINY_MODEL = [
     "model.z_dim=16",

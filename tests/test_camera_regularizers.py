@@ -5,7 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from gp3d.camera_regularizers import (
+from gp3d.models.camera_generator import CameraGenerator
+from gp3d.models.camera_prior import CameraPrior
+from gp3d.training.camera_regularizers import (
     EMD_WEIGHTS,
     emd_loss,
     emd_per_field,
@@ -13,8 +15,6 @@ from gp3d.camera_regularizers import (
     lipschitz_penalty,
     wasserstein_1d_sq,
 )
-from gp3d.models.camera_generator import CameraGenerator
-from gp3d.models.camera_prior import CameraPrior
 from gp3d.types import CAMERA_FIELDS, CameraParams
 
 

@@ -13,7 +13,8 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from data_prep import common, synthetic
+from data_prep import common
+from data_prep.synthetic import dataset as synthetic
 from gp3d.data import GP3DDataModule
 from gp3d.data.shards import (
     Decode,

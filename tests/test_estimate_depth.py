@@ -10,11 +10,11 @@ from PIL import Image
 from data_prep import common
 from data_prep import estimate_depth as ed
 from data_prep import write_shards as ws
-from data_prep.depth_convert import infer_prediction_kind, prediction_to_depth, resize_depth
-from data_prep.depth_model import DepthModel, DepthModelError
+from data_prep.depth.convert import infer_prediction_kind, prediction_to_depth, resize_depth
+from data_prep.depth.model import DepthModel, DepthModelError
 from data_prep.folder_source import depth_relpath
 from data_prep.images import load_depth
-from data_prep.shard_worker import find_depth
+from data_prep.shards.worker import find_depth
 from tests.photo_dataset import make_photo_dataset
 
 TINY = "random:depth-anything-tiny"
@@ -212,7 +212,7 @@ def test_zoedepth_padding_is_cut_off_so_maps_align_with_images():
     import torch
     from transformers import DPTImageProcessor, ZoeDepthImageProcessor
 
-    from data_prep.depth_model import input_padding
+    from data_prep.depth.model import input_padding
 
     class Channel0(torch.nn.Module):  # "predicts" its input's first channel: alignment visible
         def forward(self, pixel_values):
@@ -280,7 +280,7 @@ def test_16bit_grey_alpha_depth_keeps_all_16_bits(tmp_path):
 def test_corrupt_tiff_frame_is_a_counted_skip_not_a_crash(tmp_path):
     """A TIFF whose second IFD is corrupt raises TypeError from Pillow's n_frames: the depth
     model's image loader must count it (load_rgb raises only ImageSkip), not stop the run."""
-    from data_prep.depth_inference import _ImageInputs
+    from data_prep.depth.inference import _ImageInputs
     from data_prep.images import ImageSkip, load_rgb
 
     buf = io.BytesIO()

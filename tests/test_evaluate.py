@@ -9,7 +9,7 @@ import torch
 
 from gp3d.callbacks.fid import fid_of_generator
 from gp3d.evaluate import MetricError, evaluate, main, parse_metric
-from gp3d.export import load_generator
+from gp3d.inference.portable import load_generator
 from gp3d.metrics.feature_net import load_feature_network
 from gp3d.metrics.real_stats import real_stats
 

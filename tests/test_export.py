@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from gp3d.export import CheckpointError, build, export_generator, load_generator, main
+from gp3d.export import main
+from gp3d.inference.portable import CheckpointError, build, export_generator, load_generator
 
 
 def _render(loaded, seed=0):
@@ -78,7 +79,7 @@ def test_export_reload_render_identical_through_the_api(tiny_run, tmp_path):
 
 
 def _mid_density(g, z, c):
-    from gp3d.mesh import cube_bounds, density_grid
+    from gp3d.inference.mesh import cube_bounds, density_grid
 
     planes = g.planes(z, c, 0.7)
     grid = density_grid(lambda p: g.G.density(planes, p[None])[0, :, 0], 16, *cube_bounds(0.3))

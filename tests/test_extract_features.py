@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
-from data_prep import common, synthetic
+from data_prep import common
 from data_prep import extract_features as ef
-from data_prep.teacher import RANDOM_DESCRIPTION, TeacherWeightsError
+from data_prep.features.teacher import RANDOM_DESCRIPTION, TeacherWeightsError
+from data_prep.synthetic import dataset as synthetic
 from gp3d.data.datamodule import GP3DDataModule
 
 MODEL, DIM, SIZE = "resnet10t", 512, 32

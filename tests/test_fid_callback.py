@@ -12,8 +12,8 @@ import torch.multiprocessing as mp
 
 from gp3d.callbacks.checkpoint import BestCheckpoint
 from gp3d.callbacks.fid import fid_of_generator, metric_name
-from gp3d.export import load_generator
-from gp3d.inference import class_mean_w
+from gp3d.inference.portable import load_generator
+from gp3d.inference.sampling import class_mean_w
 from gp3d.metrics.fakes import fake_features, render_uint8
 from gp3d.metrics.feature_net import load_feature_network
 from gp3d.metrics.real_stats import real_stats

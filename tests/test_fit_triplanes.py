@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from data_prep.synthetic_scenes import render, sample_scenes
+from data_prep.synthetic.scenes import render, sample_scenes
 from gp3d.models.camera import generate_rays
 from gp3d.models.renderer import VolumeRenderer
 from gp3d.models.triplane import TriPlaneDecoder, sample_triplanes

@@ -13,8 +13,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
-from gp3d.export import export_generator
 from gp3d.generate import generate
+from gp3d.inference.portable import export_generator
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 PAD = 2  # make_grid / tile padding
@@ -65,7 +65,7 @@ def test_videos_and_grids_have_the_right_frames_and_sizes(trajectory, frames, ti
 
 def test_classes_by_name_modes_grouping_meshes_and_exports(tiny_run, tmp_path):
     export = export_generator(tiny_run["ckpt"], tmp_path / "g.pt")
-    from gp3d.export import load_generator
+    from gp3d.inference.portable import load_generator
 
     names = load_generator(export).class_names
     cfg = compose_generate(
@@ -89,7 +89,7 @@ def test_classes_by_name_modes_grouping_meshes_and_exports(tiny_run, tmp_path):
     with pytest.raises(ValueError, match="no surface at threshold -1000"):
         generate(cfg)
     # a tiny random net has no meaningful surface: take a level inside its density range
-    from gp3d.mesh import cube_bounds, density_grid
+    from gp3d.inference.mesh import cube_bounds, density_grid
 
     g = load_generator(export)
     planes = g.planes(g.latents([5]), [1], 0.7)

@@ -2,9 +2,9 @@ import math
 
 import torch
 
-from gp3d import schedules
-from gp3d.blur import blur_images
-from gp3d.losses import discriminator_loss, distillation_loss, generator_loss, r1_penalty
+from gp3d.training import schedules
+from gp3d.training.blur import blur_images
+from gp3d.training.losses import discriminator_loss, distillation_loss, generator_loss, r1_penalty
 
 
 def test_gan_losses_values():

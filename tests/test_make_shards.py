@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
-from data_prep import common, make_shards, shard_worker
+from data_prep import common, make_shards
 from data_prep.estimate_depth import INFO_NAME
+from data_prep.shards import worker as shard_worker
 from tests.photo_dataset import make_photo_dataset
 from tests.test_pipeline import _datamodule
 

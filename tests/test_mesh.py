@@ -5,7 +5,7 @@ import pytest
 import torch
 import trimesh
 
-from gp3d.mesh import cube_bounds, density_grid, extract_mesh, original_crop, save_mesh
+from gp3d.inference.mesh import cube_bounds, density_grid, extract_mesh, original_crop, save_mesh
 
 
 def sphere(center, radius, peak=50.0):

@@ -11,7 +11,7 @@ from PIL import Image
 
 import gp3d.metrics.real_stats as rs
 from data_prep.common import read_manifest
-from data_prep.synthetic import generate_dataset
+from data_prep.synthetic.dataset import generate_dataset
 from gp3d.metrics.feature_net import load_feature_network
 from gp3d.metrics.fid import FeatureStats
 

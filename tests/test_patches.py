@@ -1,8 +1,8 @@
 import torch
 
 from gp3d.models.camera import generate_rays, pixel_grid
-from gp3d.patches import extract_patches, sample_patch_params
-from gp3d.schedules import mean_patch_scale
+from gp3d.training.patches import extract_patches, sample_patch_params
+from gp3d.training.schedules import mean_patch_scale
 from gp3d.types import PatchParams
 from tests.test_camera import random_cams
 

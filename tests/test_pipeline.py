@@ -7,7 +7,8 @@ import torch
 from hydra.utils import instantiate
 
 from data_prep import common, extract_features, validate, write_shards
-from gp3d.train import prepare_data, resolve_against_data
+from gp3d.data.prepare import prepare_dataset
+from gp3d.train import resolve_against_data
 from tests.helpers import TINY_MODEL, compose_train
 from tests.photo_dataset import make_photo_dataset
 
@@ -45,7 +46,7 @@ def _datamodule(data: str, path, tmp_path, overrides=()):
          *overrides],
         tmp_path / "run", tmp_path / "data",
     )  # fmt: skip
-    dm = instantiate(prepare_data(cfg))
+    dm = instantiate(prepare_dataset(cfg.data))
     resolve_against_data(cfg, dm)
     dm.setup("fit")
     return cfg, dm

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import torch
 
-from gp3d.lit_module import GP3DLitModule
+from gp3d.training.lit_module import GP3DLitModule
 
 
 def _draws_after_setup(rank: int, world: int) -> torch.Tensor:

@@ -10,8 +10,8 @@ from scipy.stats import multivariate_normal
 from data_prep import common
 from data_prep import select_instances as si
 from data_prep import write_shards as ws
+from data_prep.features.instance_scores import gaussian_log_likelihood, num_to_keep, top_indices
 from data_prep.folder_source import read_selection
-from data_prep.instance_scores import gaussian_log_likelihood, num_to_keep, top_indices
 from tests.photo_dataset import make_photo_dataset
 
 NET = "random:4"  # 4-d features: more images per class than dimensions, so the fit is real

@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from data_prep import common, synthetic
-from data_prep.synthetic_depth import simulate_monocular_depth
-from data_prep.synthetic_scenes import FAR, NEAR, render, sample_cameras, sample_scenes
-from data_prep.synthetic_shapes import CLASS_NAMES
+from data_prep import common
+from data_prep.synthetic import dataset as synthetic
+from data_prep.synthetic.depth import simulate_monocular_depth
+from data_prep.synthetic.scenes import FAR, NEAR, render, sample_cameras, sample_scenes
+from data_prep.synthetic.shapes import CLASS_NAMES
 from gp3d.types import CAMERA_FIELDS, CameraParams
 
 

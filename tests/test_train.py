@@ -8,8 +8,9 @@ import torch
 from hydra.errors import MissingConfigException
 from omegaconf import open_dict
 
-from gp3d.lit_module import GP3DLitModule as LitModule
-from gp3d.train import ConfigError, prepare_data, train
+from gp3d.data.prepare import prepare_dataset
+from gp3d.train import ConfigError, train
+from gp3d.training.lit_module import GP3DLitModule as LitModule
 from tests.helpers import TINY, TINY_MODEL, compose_train
 
 EXPERIMENTS = sorted(
@@ -102,7 +103,9 @@ def test_compile_failure_falls_back_to_eager(tmp_path, data_dir, monkeypatch):
 
 def test_smoke_run_leaves_checkpoints_samples_logs_and_resumes(tmp_path, data_dir, monkeypatch):
     cfg = compose_train(["experiment=smoke", *TINY, "model.total_kimg=0.012"], tmp_path, data_dir)
-    prepare_data(cfg)  # the dataset made beforehand: it would use the RNG of the first run only
+    prepare_dataset(
+        cfg.data
+    )  # the dataset made beforehand: it would use the RNG of the first run only
     with monkeypatch.context() as m:
         m.setattr(LitModule, "_fake", _recording_fake(first_z := []))
         out = train(cfg)

@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from gp3d.models.camera_prior import CameraPrior
-from gp3d.trajectories import (
+from gp3d.inference.trajectories import (
     TRAJECTORIES,
     front_circle,
     line,
@@ -16,6 +15,7 @@ from gp3d.trajectories import (
     posterior_mean_camera,
     wiggle,
 )
+from gp3d.models.camera_prior import CameraPrior
 from gp3d.types import CameraParams
 from tests.tiny_generator import tiny_generator
 

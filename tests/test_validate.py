@@ -92,7 +92,7 @@ def test_bad_samples_are_reported(copy):
             m.size = len(data)
             tar.addfile(m, io.BytesIO(data))
     _edit_manifest(copy, lambda m: m["shards"][0].update(bytes=shard.stat().st_size,
-                                                         sha256=common._sha256(shard)))  # fmt: skip
+                                                         sha256=common.file_sha256(shard)))  # fmt: skip
     problems = validate.validate(copy, full=True).problems
     assert any("cls '99' is not in [0, 5)" in p for p in problems)
     assert any("does not decode" in p for p in problems)

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import common, shard_worker
+from data_prep import common
 from data_prep import write_shards as ws
 from data_prep.folder_source import depth_relpath, write_selection
 from data_prep.images import crop_resize, load_depth, load_rgb
+from data_prep.shards import worker as shard_worker
 from tests.photo_dataset import make_photo_dataset
 
 RES, SHARD = 32, 4

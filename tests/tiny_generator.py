@@ -3,7 +3,7 @@
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from gp3d.export import LoadedGenerator
+from gp3d.inference.portable import LoadedGenerator
 from tests.helpers import TINY, compose_train
 
 

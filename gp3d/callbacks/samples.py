@@ -8,7 +8,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from gp3d.callbacks.interval import KimgIntervalCallback
 from gp3d.callbacks.video import log_to_wandb
-from gp3d.trajectories import mean_camera, yaw_offsets
+from gp3d.inference.trajectories import mean_camera, yaw_offsets
 from gp3d.utils.media import depth_to_image, make_grid, save_image
 
 

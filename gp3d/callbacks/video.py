@@ -7,9 +7,9 @@ import torch
 from lightning import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
-from gp3d import inference
 from gp3d.callbacks.interval import KimgIntervalCallback
-from gp3d.trajectories import front_circle, mean_camera, posterior_mean_camera
+from gp3d.inference import sampling as inference
+from gp3d.inference.trajectories import front_circle, mean_camera, posterior_mean_camera
 from gp3d.types import CameraParams
 from gp3d.utils.media import VideoWriter, colorize_depth, make_grid
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from data_prep.common import DatasetFormatError, read_manifest, shard_paths
+from gp3d.data.format import DatasetFormatError, read_manifest, shard_paths
 from gp3d.data.shards import make_pipeline
 
 
@@ -92,7 +92,7 @@ class GP3DDataModule(L.LightningDataModule):
                 f"Dataset {self.path} has resolution {res} but the config asks for "
                 f"{self.requested_resolution}: set data.resolution={res} (or null), or point "
                 f"data.path at a {self.requested_resolution}px dataset (e.g. `python -m "
-                f"data_prep.synthetic --out <dir> --resolution {self.requested_resolution}`)."
+                f"data_prep.synthetic.dataset --out <dir> --resolution {self.requested_resolution}`)."
             )
         if self.use_embeddings and "emb.npy" not in manifest["keys"]:
             raise DatasetFormatError(

@@ -13,14 +13,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from data_prep.images import to_rgb
-
-IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
+from gp3d.data.format import IMAGE_KEYS  # noqa: F401  (re-exported)
+from gp3d.data.pixels import to_rgb
 
 
 def decode_image_u8(data: bytes) -> np.ndarray:
     """Encoded image -> uint8 ``[H, W, 3]`` (possibly read-only). Shards hold 8-bit RGB; other
-    modes go through ``data_prep.images.to_rgb`` (16-bit scaled, not clipped as PIL's
+    modes go through ``gp3d.data.pixels.to_rgb`` (16-bit scaled, not clipped as PIL's
     ``convert`` does; alpha over white), like the images ``write_shards`` converts."""
     with Image.open(io.BytesIO(data)) as img:
         # convert() of an RGB image is a full copy: only convert other modes

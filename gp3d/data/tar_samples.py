@@ -32,7 +32,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
-from data_prep.common import DatasetFormatError
+from gp3d.data.format import DatasetFormatError
 
 BLOCK = 512
 _KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext

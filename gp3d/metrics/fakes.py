@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gp3d.inference import class_mean_w
+from gp3d.inference.sampling import class_mean_w
 from gp3d.metrics.distributed import gather_rows, rank_and_world
 from gp3d.metrics.feature_net import FeatureNetwork, to_uint8_images
 

@@ -22,8 +22,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 import gp3d
-from data_prep.common import manifest_sha256, read_manifest, shard_paths
 from gp3d.data.decode import IMAGE_KEYS, decode_image_u8
+from gp3d.data.format import manifest_sha256, read_manifest, shard_paths
 from gp3d.data.tar_samples import tar_samples
 from gp3d.metrics.distributed import (
     all_reduce_sum,

@@ -14,9 +14,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from data_prep import common
-from data_prep.depth_convert import prediction_to_depth
-from data_prep.depth_import import DEPTH_DEGENERATE, PNG_LEVEL, write_atomic
-from data_prep.depth_model import DepthModel
+from data_prep.depth.convert import prediction_to_depth
+from data_prep.depth.importer import DEPTH_DEGENERATE, PNG_LEVEL, write_atomic
+from data_prep.depth.model import DepthModel
 from data_prep.folder_source import depth_relpath
 from data_prep.images import ImageSkip, load_rgb
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from data_prep import common
-from data_prep.shard_manifest import GENERATOR_NAME, SKIPPED_NAME
-from data_prep.shard_worker import WORK_DIR
+from data_prep.shards.manifest import GENERATOR_NAME, SKIPPED_NAME
+from data_prep.shards.worker import WORK_DIR
 
 STATE_NAME = "state.json"
 

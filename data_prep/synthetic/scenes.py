@@ -24,8 +24,8 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from data_prep.synthetic_shapes import PARAM_DIM, SHAPE_CLASSES
-from data_prep.synthetic_textures import PATTERNS, background_color, texture_weight
+from data_prep.synthetic.shapes import PARAM_DIM, SHAPE_CLASSES
+from data_prep.synthetic.textures import PATTERNS, background_color, texture_weight
 from gp3d.models.camera import generate_rays
 from gp3d.types import CameraParams
 

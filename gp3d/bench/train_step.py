@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from gp3d.types import Batch
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
 SIZES = ("synthetic", "full")  # synthetic = the `make train` sizes; full = the original's
 SYNTHETIC_SIZES = [
     "model.z_dim=64",
@@ -71,7 +71,7 @@ class _Timer(Callback):
 
 def build(exp: str, size: str, batch_size: int, num_classes: int, extra: list[str] | None = None):
     overrides = [f"experiment={exp}"] + (SYNTHETIC_SIZES if size == "synthetic" else [])
-    overrides += list(extra or [])  # e.g. data.resolution=256 (gp3d.bench_fid)
+    overrides += list(extra or [])  # e.g. data.resolution=256 (gp3d.bench.fid)
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("train", overrides=overrides + [f"data.batch_size={batch_size}"])
     with open_dict(cfg):

@@ -13,7 +13,7 @@
 3. An estimate of the wall time of ``write_shards`` for ImageNet (1,281,167 images) on 32 cores,
    assuming linear scaling (depth estimation and teacher features run on a GPU: not included).
 4. ``--networks``: CPU seconds per image of the depth, teacher and selection networks at their
-   real sizes (``data_prep/bench_networks.py``) and a CPU-only estimate of the whole chain.
+   real sizes (``data_prep/bench/networks.py``) and a CPU-only estimate of the whole chain.
 
 Files live in a temporary folder (page cache warm for every loader: the ratio measures decoding
 and file-handling overhead, not disk speed).
@@ -195,7 +195,7 @@ def run(
 
 
 def _print_network_costs(write_per_core: float) -> None:
-    from data_prep.bench_networks import network_costs
+    from data_prep.bench.networks import network_costs
 
     rows = network_costs()
     print(f"\n{'network (random weights, 1 thread)':<52} {'value':>10}  unit")

@@ -134,7 +134,7 @@ def load_valid_record(out: Path, index: int) -> dict[str, Any] | None:
     shard = out / record["name"]
     if not shard.is_file() or shard.stat().st_size != record["bytes"]:
         return None
-    return record if common._sha256(shard) == record["sha256"] else None
+    return record if common.file_sha256(shard) == record["sha256"] else None
 
 
 def write_one_shard(settings: EncodeSettings, job: ShardJob) -> dict[str, Any]:

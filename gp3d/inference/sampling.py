@@ -1,6 +1,6 @@
 """Inference with a trained generator: latents, truncation, chunked renders, meshes (spec 8.3-8.4).
 
-Pure functions of a :class:`~gp3d.models.generator.Generator`; :class:`gp3d.export.
+Pure functions of a :class:`~gp3d.models.generator.Generator`; :class:`gp3d.inference.portable.
 LoadedGenerator` wraps them into one object. Renders take a ``seed`` for the ray jitter (the
 original jitters at eval too, spec 2.3): the jitter is a hash of (seed, ray), so an image is the
 same whatever chunk size renders it, and ``noise_mode="const"`` fixes the synthesis noise.
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from gp3d.mesh import extract_mesh
+from gp3d.inference.mesh import extract_mesh
 from gp3d.models.camera import generate_rays
 from gp3d.types import CameraParams, RenderOutput
 

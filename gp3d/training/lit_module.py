@@ -11,14 +11,14 @@ import torch.nn.functional as F
 from lightning import LightningModule
 from torch import nn
 
-from gp3d import schedules
-from gp3d.blur import blur_images
-from gp3d.camera_loss import CameraLoss
-from gp3d.ema import ema_update, make_ema_copy
-from gp3d.losses import discriminator_loss, distillation_loss, generator_loss, r1_penalty
 from gp3d.models.discriminator import Discriminator
 from gp3d.models.generator import Generator
-from gp3d.patches import extract_patches, sample_patch_params
+from gp3d.training import schedules
+from gp3d.training.blur import blur_images
+from gp3d.training.camera_loss import CameraLoss
+from gp3d.training.ema import ema_update, make_ema_copy
+from gp3d.training.losses import discriminator_loss, distillation_loss, generator_loss, r1_penalty
+from gp3d.training.patches import extract_patches, sample_patch_params
 from gp3d.types import Batch, PatchParams
 from gp3d.utils import seeding
 from gp3d.utils.compile import compile_modules

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from data_prep.depth_convert import PREDICTION_KINDS, infer_prediction_kind
-from data_prep.teacher import resolve_device
+from data_prep.depth.convert import PREDICTION_KINDS, infer_prediction_kind
+from data_prep.features.teacher import resolve_device
 
 RANDOM_PREFIX = "random:"
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]

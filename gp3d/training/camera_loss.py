@@ -9,8 +9,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from gp3d.camera_regularizers import emd_loss, force_mean_loss, lipschitz_penalty
-from gp3d.schedules import linear_schedule
+from gp3d.training.camera_regularizers import emd_loss, force_mean_loss, lipschitz_penalty
+from gp3d.training.schedules import linear_schedule
 from gp3d.types import CAMERA_FIELDS
 
 

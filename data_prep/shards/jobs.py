@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from data_prep.shard_output import remove_temp_files
-from data_prep.shard_worker import EncodeSettings, ShardJob, write_one_shard
+from data_prep.shards.output import remove_temp_files
+from data_prep.shards.worker import EncodeSettings, ShardJob, write_one_shard
 
 
 def _ignore_sigint() -> None:

@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 from data_prep import common
-from data_prep.synthetic_depth import simulate_monocular_depth
-from data_prep.synthetic_scenes import FAR, NEAR, render, sample_cameras, sample_scenes
-from data_prep.synthetic_shapes import CLASS_NAMES
+from data_prep.synthetic.depth import simulate_monocular_depth
+from data_prep.synthetic.scenes import FAR, NEAR, render, sample_cameras, sample_scenes
+from data_prep.synthetic.shapes import CLASS_NAMES
 from gp3d.types import CAMERA_FIELDS
 
-GENERATOR_NAME = "data_prep.synthetic"
+GENERATOR_NAME = "data_prep.synthetic.dataset"
 GENERATOR_VERSION = "1.0"
 KEYS = ["png", "depth.png", "cls", "depth_gt.npy", "camera.json"]
 DEFAULT_NUM_SAMPLES, DEFAULT_RESOLUTION, DEFAULT_SHARD_SIZE = 4000, 64, 500

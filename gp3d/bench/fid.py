@@ -1,13 +1,13 @@
 """Cost of FID evaluation: one fid<N> (render + features) as a fraction of the training time
 between two evaluations, and seconds for the real statistics of N images per core.
 
-    python -m gp3d.bench_fid                                  # synthetic sizes, CPU
-    python -m gp3d.bench_fid --size full --resolution 256 --fakes 4 --train-steps 2
-    python -m gp3d.bench_fid --feature-nets random:64 fid-helper --json out.json
+    python -m gp3d.bench.fid                                  # synthetic sizes, CPU
+    python -m gp3d.bench.fid --size full --resolution 256 --fakes 4 --train-steps 2
+    python -m gp3d.bench.fid --feature-nets random:64 fid-helper --json out.json
 
 Every time is measured on a few items in this process and scaled linearly to the target counts
 (rendering and feature extraction are per-image costs). The training time per iteration comes
-from ``gp3d.bench`` (same experiment and sizes), so the fraction is measured in one run. On a
+from ``gp3d.bench.train_step`` (same experiment and sizes), so the fraction is measured in one run. On a
 shared machine the fastest repeat of each measurement is used (the least disturbed one).
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from gp3d.bench import SIZES, bench, build
+from gp3d.bench.train_step import SIZES, bench, build
 from gp3d.metrics.fakes import render_uint8
 from gp3d.metrics.feature_net import load_feature_network
 from gp3d.metrics.fid import FeatureStats, frechet_distance
@@ -71,13 +71,21 @@ def time_per_real(
 ) -> dict[str, float]:
     """Seconds per real image (shard read + PNG decode + features), one reader process; the
     fastest of ``repeats`` passes."""
-    from data_prep.common import read_manifest
-    from data_prep.synthetic import generate_dataset
+    from omegaconf import OmegaConf
+
+    from gp3d.data.format import read_manifest
+    from gp3d.data.prepare import run_prepare
+
+    prepare = OmegaConf.load(
+        Path(__file__).resolve().parents[2] / "conf" / "data" / "synthetic.yaml"
+    ).prepare
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "reals"
-        generate_dataset(path, num_samples=n, resolution=resolution, seed=0, shard_size=64)
+        run_prepare(
+            prepare, path=str(path), num_samples=n, resolution=resolution, seed=0, teacher=None
+        )
         manifest = read_manifest(path)
         for name, net in nets.items():
             runs = [

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from data_prep import common
-from data_prep.depth_import import write_atomic
+from data_prep.depth.importer import write_atomic
 
 INFO_NAME, SKIPPED_NAME, STATE_NAME = "depth_info.json", "depth_skipped.txt", ".estimate-depth.json"
 INFO_FORMAT = {"name": "gp3d-depth-maps", "version": 1}

@@ -2,9 +2,9 @@
 ray steps x 2, far + 1) from a randomly initialised generator, and the peak memory of chunked
 versus one-shot rendering.
 
-    python -m gp3d.bench_render                                   # small model, CPU, 256x256
-    python -m gp3d.bench_render --chunk-rays 16384 4096 0 --memory
-    python -m gp3d.bench_render --size full --device cuda --resolution 512
+    python -m gp3d.bench.render                                   # small model, CPU, 256x256
+    python -m gp3d.bench.render --chunk-rays 16384 4096 0 --memory
+    python -m gp3d.bench.render --size full --device cuda --resolution 512
 
 Each chunk size runs in its own process when ``--memory`` is given, so that the peak resident
 memory (CPU) or the peak CUDA allocation belongs to that setting alone. Absolute numbers only
@@ -23,11 +23,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from gp3d import inference
-from gp3d.bench import SYNTHETIC_SIZES
-from gp3d.trajectories import front_circle, mean_camera
+from gp3d.bench.train_step import SYNTHETIC_SIZES
+from gp3d.inference import sampling as inference
+from gp3d.inference.trajectories import front_circle, mean_camera
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
 SIZES = {"small": SYNTHETIC_SIZES, "full": ["data.resolution=256"]}  # full = the original's
 
 
@@ -103,7 +103,7 @@ def measure(args, chunk_rays: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
-        prog="python -m gp3d.bench_render", description=__doc__.split("\n\n")[0]
+        prog="python -m gp3d.bench.render", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--size", choices=sorted(SIZES), default="small")
     p.add_argument("--device", default="cpu")
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for chunk in args.chunk_rays:
         if args.memory and len(args.chunk_rays) > 1:
-            cmd = [sys.executable, "-m", "gp3d.bench_render", "--json", "--chunk-rays", str(chunk)]
+            cmd = [sys.executable, "-m", "gp3d.bench.render", "--json", "--chunk-rays", str(chunk)]
             for k in ("size", "device", "resolution", "frames", "batch", "steps_multiplier"):
                 cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout

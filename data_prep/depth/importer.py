@@ -25,10 +25,10 @@ import numpy as np
 from PIL import Image
 
 from data_prep import common
-from data_prep.depth_convert import DEPTH, prediction_to_depth, resize_depth
+from data_prep.depth.convert import DEPTH, prediction_to_depth, resize_depth
 from data_prep.folder_source import depth_relpath
 from data_prep.images import ImageSkip, load_depth
-from data_prep.shard_worker import ASPECT_TOLERANCE, DEPTH_MISMATCH, DEPTH_UNREADABLE, NO_DEPTH
+from data_prep.shards.worker import ASPECT_TOLERANCE, DEPTH_MISMATCH, DEPTH_UNREADABLE, NO_DEPTH
 
 IMAGE_UNREADABLE = "image_unreadable"
 DEPTH_DEGENERATE = "depth_degenerate"  # all zero / non-finite: an estimator failure

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from data_prep.folder_source import FolderIndex, ImageRecord, read_selection
-from data_prep.shard_worker import ShardJob
+from data_prep.shards.worker import ShardJob
 
 NOT_SELECTED_FOUND = "selected_not_found"  # a --select line that names no indexed image
 

@@ -1,0 +1,1 @@
+"""Data-preparation benchmarks (``python -m data_prep.bench``)."""

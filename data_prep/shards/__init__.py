@@ -1,0 +1,1 @@
+"""Writing shards: deterministic assignment, resumable jobs, workers, per-shard records (spec 9)."""

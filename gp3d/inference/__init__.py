@@ -1,0 +1,1 @@
+"""Inference on a trained generator: latents and classes, truncation, rendering, trajectories, meshes."""

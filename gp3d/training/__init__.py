@@ -1,0 +1,1 @@
+"""Training maths and its orchestration: the LightningModule, losses, regularisers, schedules, patches, EMA."""
