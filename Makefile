@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 # W&B logs offline unless you configured a key (`wandb login` or WANDB_API_KEY).
 ARGS ?=
 
-.PHONY: help setup train test test-full test-gpu lint format data smoke bench clean clean-logs fid-extra shards
+.PHONY: help setup train test test-full test-gpu lint typecheck check format data smoke bench clean clean-logs fid-extra shards
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -60,6 +60,11 @@ bench: setup  ## speed/memory benchmarks (python -m gp3d.bench)
 
 lint: setup  ## ruff lint + format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+typecheck: setup  ## mypy on the public API (files listed in pyproject.toml [tool.mypy])
+	$(VENV)/bin/mypy
+
+check: lint typecheck test  ## what CI runs: lint, type check, tests
 
 format: setup  ## ruff autofix + format
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .

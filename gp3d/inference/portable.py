@@ -100,8 +100,8 @@ class LoadedGenerator:
             raise ValueError("this generator is unconditional: it takes no classes")
         if isinstance(name_or_index, int) or str(name_or_index).lstrip("-").isdigit():
             idx = int(name_or_index)
-        elif name_or_index in (self.class_names or []):
-            idx = self.class_names.index(name_or_index)
+        elif name_or_index in (names := self.class_names or []):
+            idx = names.index(name_or_index)
         else:
             raise ValueError(
                 f"unknown class {name_or_index!r}; known: {self.class_names or 'none recorded'}"

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save to a temporary sibling, fsync, then rename over ``path`` (atomic on POSIX)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
