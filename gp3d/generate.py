@@ -93,8 +93,8 @@ def _write_json(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def generate(cfg: DictConfig) -> dict[str, list[Path]]:
-    """Run the whole inference protocol of ``cfg`` (conf/generate.yaml); returns written paths."""
+def check_config(cfg: DictConfig) -> None:
+    """Reject a config that cannot run, before anything is loaded or written."""
     if OmegaConf.is_missing(cfg, "ckpt"):
         raise ValueError(
             "no checkpoint given: pass ckpt=<run>/checkpoints/last.ckpt or a file written by "
@@ -111,6 +111,13 @@ def generate(cfg: DictConfig) -> dict[str, list[Path]]:
             raise ValueError(f"{key}={value!r}: must be a positive integer")
     if not isinstance(cfg.chunk_rays, int) or cfg.chunk_rays < 0:
         raise ValueError(f"chunk_rays={cfg.chunk_rays!r}: must be >= 0 (0 = one shot)")
+
+
+def generate(cfg: DictConfig) -> dict[str, list[Path]]:
+    """Run the whole inference protocol of ``cfg`` (conf/generate.yaml); returns written paths:
+    per group of ``per_grid`` samples, tri-planes once, then every trajectory frame rendered from
+    them into a video and/or an image grid, and optionally one mesh per sample."""
+    check_config(cfg)
     g = load_generator(cfg.ckpt, device=pick_device(cfg.device))
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -121,70 +128,90 @@ def generate(cfg: DictConfig) -> dict[str, list[Path]]:
     depth_range = tuple(cfg.depth_range) if cfg.depth_range is not None else (near, far)
     bounds = g.G.camera_prior.bounds() if cfg.camera.clamp_to_prior else None
     written: dict[str, list[Path]] = {"video": [], "image_grid": [], "mesh": []}
-    index = []
+    index: list[dict] = []
     beyond: list[float] = []  # per frame: the share of depth pixels past the displayed range
 
     for gi in range(0, len(samples), cfg.per_grid):
-        group = samples[gi : gi + cfg.per_grid]
-        seeds, labels = [s for s, _ in group], [c for _, c in group]
-        z = g.latents(seeds)
-        c = None if labels[0] is None else labels
-        planes = torch.cat(
-            [
-                g.planes(
-                    z[i : i + cfg.batch_size],
-                    None if c is None else c[i : i + cfg.batch_size],
-                    cfg.truncation_psi,
-                    "const",
-                    cfg.class_mean_samples,
-                )
-                for i in range(0, len(group), cfg.batch_size)
-            ]
-        )
-        cams = trajectory(base_cameras(g, labels, cfg), bounds=bounds)
-        stem = out_dir / f"{name}_{cfg.mode}_{gi // cfg.per_grid:02d}"
-        video = None
-        if "video" in cfg.outputs:
-            video = VideoWriter(
-                stem.with_suffix(f".{cfg.video.format}"), cfg.video.fps, cfg.video.crf
-            )
-        rows: list[list[np.ndarray]] = [[] for _ in group]
-        try:
-            for cam in cams:
-                cells = _frame_cells(g, planes, cam, cfg, depth_range, beyond)
-                if video is not None:
-                    video.append(make_grid(cells, nrow=math.ceil(math.sqrt(len(group)))))
-                if "image_grid" in cfg.outputs:
-                    for row, cell in zip(rows, cells):
-                        row.append(to_uint8(cell))
-            if video is not None:
-                written["video"].append(video.close())
-        except BaseException:
-            if video is not None:
-                video.abort()
-            raise
-        if "image_grid" in cfg.outputs:
-            path = stem.with_suffix(f".{cfg.image_grid.format}")
-            written["image_grid"].append(save_array(tile(rows), path, cfg.image_grid.quality))
-        names = g.class_names or []
-        for k, (seed, lab) in enumerate(group):
-            name_of = names[lab] if lab is not None and lab < len(names) else None
-            index.append(
-                {
-                    "grid": gi // cfg.per_grid,
-                    "cell": k,
-                    "seed": seed,
-                    "class": lab,
-                    "class_name": name_of,
-                }
-            )
+        group, grid = samples[gi : gi + cfg.per_grid], gi // cfg.per_grid
+        planes = _group_planes(g, group, cfg)
+        cams = trajectory(base_cameras(g, [c for _, c in group], cfg), bounds=bounds)
+        stem = out_dir / f"{name}_{cfg.mode}_{grid:02d}"
+        for kind, path in _render_group(g, planes, cams, cfg, depth_range, beyond, stem):
+            written[kind].append(path)
+        index += _index_entries(g, group, grid)
         if cfg.mesh.enabled:
             written["mesh"] += _meshes(g, group, cfg, out_dir)
-        log.info("grid %d: %d samples x %d frames", gi // cfg.per_grid, len(group), len(cams))
+        log.info("grid %d: %d samples x %d frames", grid, len(group), len(cams))
 
     _write_json(
         {"ckpt": str(cfg.ckpt), "trajectory": name, "samples": index}, out_dir / "samples.json"
     )
+    _warn_if_saturated(cfg, beyond, depth_range)
+    return written
+
+
+def _group_planes(g: LoadedGenerator, group, cfg: DictConfig) -> torch.Tensor:
+    """Tri-planes of one group's (seed, class) samples, in sub-batches of ``batch_size``."""
+    z = g.latents([s for s, _ in group])
+    labels = [c for _, c in group]
+    c = None if labels[0] is None else labels
+    parts = [
+        g.planes(
+            z[i : i + cfg.batch_size],
+            None if c is None else c[i : i + cfg.batch_size],
+            cfg.truncation_psi,
+            "const",
+            cfg.class_mean_samples,
+        )
+        for i in range(0, len(group), cfg.batch_size)
+    ]
+    return torch.cat(parts)
+
+
+def _render_group(g, planes, cams, cfg, depth_range, beyond, stem: Path):
+    """Render every frame of the trajectory; yield (kind, path) of the video and image grid.
+    A video cut short by an error is deleted, never left half-written."""
+    n = planes.shape[0]
+    video = None
+    if "video" in cfg.outputs:
+        video = VideoWriter(stem.with_suffix(f".{cfg.video.format}"), cfg.video.fps, cfg.video.crf)
+    rows: list[list[np.ndarray]] = [[] for _ in range(n)]
+    try:
+        for cam in cams:
+            cells = _frame_cells(g, planes, cam, cfg, depth_range, beyond)
+            if video is not None:
+                video.append(make_grid(cells, nrow=math.ceil(math.sqrt(n))))
+            if "image_grid" in cfg.outputs:
+                for row, cell in zip(rows, cells):
+                    row.append(to_uint8(cell))
+        if video is not None:
+            yield "video", video.close()
+    except BaseException:
+        if video is not None:
+            video.abort()
+        raise
+    if "image_grid" in cfg.outputs:
+        path = stem.with_suffix(f".{cfg.image_grid.format}")
+        yield "image_grid", save_array(tile(rows), path, cfg.image_grid.quality)
+
+
+def _index_entries(g: LoadedGenerator, group, grid: int) -> list[dict]:
+    """samples.json rows: where each (seed, class) sits in the outputs."""
+    names = g.class_names or []
+    return [
+        {
+            "grid": grid,
+            "cell": k,
+            "seed": seed,
+            "class": lab,
+            "class_name": names[lab] if lab is not None and lab < len(names) else None,
+        }
+        for k, (seed, lab) in enumerate(group)
+    ]
+
+
+def _warn_if_saturated(cfg: DictConfig, beyond: list[float], depth_range) -> None:
+    """Most depth pixels past the displayed range means one-colour depth images: say why."""
     if cfg.mode != "rgb" and beyond and sum(beyond) / len(beyond) > SATURATED_SHARE:
         log.warning(
             "%.0f%% of depth pixels lie beyond the displayed range %s (far_offset=%s renders past "
@@ -192,7 +219,6 @@ def generate(cfg: DictConfig) -> dict[str, list[Path]]:
             "mostly one colour; try far_offset=0 or depth_range=[lo,hi]",
             100 * sum(beyond) / len(beyond), list(depth_range), cfg.far_offset,
         )  # fmt: skip
-    return written
 
 
 def _frame_cells(
