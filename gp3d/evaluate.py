@@ -103,6 +103,93 @@ def _resolve_class(value: str | None, class_names: list[str]) -> int | None:
     return idx
 
 
+class _Fakes:
+    """Feature networks and fake features, each computed once: a network's fakes are rendered
+    for the largest N any metric asks of it (and with logits when IS is asked)."""
+
+    def __init__(self, G, device: str, batch_size: int, counts, class_index, psi: float, seed: int):
+        self.G, self.device, self.batch_size = G, device, batch_size
+        self.counts, self.class_index, self.psi, self.seed = counts, class_index, psi, seed
+        self.nets: dict = {}
+        self.cache: dict = {}  # net spec -> (n, features, seconds)
+
+    def net(self, spec_str: str):
+        if spec_str not in self.nets:
+            self.nets[spec_str] = load_feature_network(spec_str, device=self.device)
+        return self.nets[spec_str]
+
+    def features(self, spec_str: str, n: int, logits: bool):
+        have = self.cache.get(spec_str)
+        if have is None or have[0] < n or (logits and have[1].logits is None):
+            start = time.perf_counter()
+            f = fake_features(
+                self.G, self.net(spec_str), n, self.batch_size, self.counts, self.class_index,
+                self.psi, self.seed, with_logits=logits,
+            )  # fmt: skip
+            self.cache[spec_str] = (n, f, time.perf_counter() - start)
+        return self.cache[spec_str][1]
+
+    def seconds(self) -> dict[str, float]:
+        return {k: v[2] for k, v in self.cache.items()}
+
+
+def _report_header(checkpoint, loaded, data, manifest, psi, class_index, seed, device) -> dict:
+    """What was evaluated: checkpoint, data (and whether G was trained on it), settings."""
+    sha = manifest_sha256(manifest)
+    trained_on = loaded.meta.get("data", {}).get("manifest_sha256")
+    return {
+        "checkpoint": str(checkpoint),
+        "kimg": loaded.meta.get("kimg"),
+        "data": {
+            "path": str(Path(data).resolve()),
+            "manifest_sha256": sha,
+            "num_images": int(manifest["num_samples"]),
+            "resolution": int(manifest["resolution"]),
+            "same_as_training": None if trained_on is None else trained_on == sha,
+        },
+        "generator_resolution": loaded.G.img_resolution,
+        "truncation_psi": psi,
+        "class_index": class_index,
+        "seed": seed,
+        "device": str(device),
+        "world_size": rank_and_world()[1],
+        "gp3d_version": gp3d.__version__,
+        "metrics": {},
+    }
+
+
+def _inception_score_entry(fakes: _Fakes, net_spec: str, spec: MetricSpec) -> dict:
+    net = fakes.net(net_spec)
+    if not net.has_logits:
+        return {
+            "feature_net": net.name,
+            "skipped": f"{net.name} has no classifier logits; Inception Score needs "
+            "--feature-net inception (torch-fidelity weights)",
+        }
+    logits = fakes.features(net_spec, spec.num, True).logits[: spec.num]
+    value, std = inception_score(logits, num_splits=10)
+    return {"feature_net": net.name, "value": value, "std": std}
+
+
+def _distance_entry(fakes: _Fakes, net_spec: str, spec: MetricSpec, reals_of) -> dict:
+    """FID, KID or precision/recall of the fakes against the (cached) real statistics."""
+    net = fakes.net(net_spec)
+    fake = fakes.features(net_spec, spec.num, False).features[: spec.num]
+    reals = reals_of(spec, net)
+    entry: dict = {"feature_net": net.name, "num_reals": reals.n}
+    if spec.kind == "fid":
+        s = FeatureStats.of(fake)
+        entry["value"] = frechet_distance(s.mean, s.cov, reals.mean, reals.cov)
+    elif spec.kind == "kid":
+        entry["value"] = kernel_inception_distance(reals.features, fake)
+        entry["num_reals"] = int(reals.features.shape[0])
+    else:
+        p, r = precision_recall(reals.features, fake, k=spec.k)
+        entry.update(value=p, precision=p, recall=r, k=spec.k)
+        entry["num_reals"] = int(reals.features.shape[0])
+    return entry
+
+
 def evaluate(
     checkpoint: str,
     metrics: list[str],
@@ -122,104 +209,54 @@ def evaluate(
     """Compute ``metrics`` for the generator in ``checkpoint``; returns the report dict."""
     specs = [parse_metric(m, num_samples) for m in metrics]
     loaded = load_generator(checkpoint, device=device)
-    G = loaded.G
     data = data or loaded.meta.get("data", {}).get("path")
     if not data:
         raise ValueError(f"{checkpoint} records no dataset path: pass --data <dataset folder>")
     manifest = read_manifest(data)
-    sha = manifest_sha256(manifest)
-    trained_on = loaded.meta.get("data", {}).get("manifest_sha256")
     class_index = _resolve_class(class_name, list(manifest.get("class_names") or []))
     cache_dir = cache_dir or str(Path(data).resolve().parent / "fid_stats")
-    counts = manifest.get("class_counts")
-    report = {
-        "checkpoint": str(checkpoint),
-        "kimg": loaded.meta.get("kimg"),
-        "data": {
-            "path": str(Path(data).resolve()),
-            "manifest_sha256": sha,
-            "num_images": int(manifest["num_samples"]),
-            "resolution": int(manifest["resolution"]),
-            "same_as_training": None if trained_on is None else trained_on == sha,
-        },
-        "generator_resolution": G.img_resolution,
-        "truncation_psi": truncation_psi,
-        "class_index": class_index,
-        "seed": seed,
-        "device": str(device),
-        "world_size": rank_and_world()[1],
-        "gp3d_version": gp3d.__version__,
-        "metrics": {},
-    }
-    nets, fakes = {}, {}
-
-    def net_for(spec_str: str):
-        if spec_str not in nets:
-            nets[spec_str] = load_feature_network(spec_str, device=device)
-        return nets[spec_str]
-
-    def fakes_for(spec_str: str, n: int, logits: bool):
-        have = fakes.get(spec_str)
-        if have is None or have[0] < n or (logits and have[1].logits is None):
-            start = time.perf_counter()
-            f = fake_features(
-                G, net_for(spec_str), n, batch_size, counts, class_index, truncation_psi, seed,
-                with_logits=logits,
-            )  # fmt: skip
-            fakes[spec_str] = (n, f, time.perf_counter() - start)
-        return fakes[spec_str][1]
+    report = _report_header(
+        checkpoint, loaded, data, manifest, truncation_psi, class_index, seed, device
+    )
+    fakes = _Fakes(
+        loaded.G,
+        device,
+        batch_size,
+        manifest.get("class_counts"),
+        class_index,
+        truncation_psi,
+        seed,
+    )
 
     def net_of(spec: MetricSpec) -> str:
         return (pr_feature_net or feature_net) if spec.kind == "pr" else feature_net
 
+    def reals_of(spec: MetricSpec, net):
+        max_items, keep = _real_budget(spec, int(manifest["num_samples"]))
+        return real_stats(
+            data, net, cache_dir, real_batch_size, num_workers, max_items, class_index, keep,
+            device, manifest,
+        )  # fmt: skip
+
     # render each network's fakes once, for the largest N (and with logits if IS is asked)
     for net_spec in dict.fromkeys(net_of(s) for s in specs if s.kind != "nfs"):
         users = [s for s in specs if s.kind != "nfs" and net_of(s) == net_spec]
-        if users:
-            want_logits = any(s.kind == "is" for s in users) and net_for(net_spec).has_logits
-            fakes_for(net_spec, max(s.num for s in users), want_logits)
+        want_logits = any(s.kind == "is" for s in users) and fakes.net(net_spec).has_logits
+        fakes.features(net_spec, max(s.num for s in users), want_logits)
 
     for spec in specs:
         start = time.perf_counter()
-        net_spec = net_of(spec)
-        entry: dict = {"num_fakes": spec.num}
         if spec.kind == "nfs":
-            entry["value"] = compute_nfs(G, spec.num, batch_size=batch_size, seed=seed)
+            entry = {"value": compute_nfs(loaded.G, spec.num, batch_size=batch_size, seed=seed)}
             if class_index is not None or truncation_psi != 1.0:
                 entry["note"] = "NFS keeps its own protocol (spec 8.2): random labels, psi = 1"
         elif spec.kind == "is":
-            net = net_for(net_spec)
-            entry["feature_net"] = net.name
-            if not net.has_logits:
-                entry["skipped"] = (
-                    f"{net.name} has no classifier logits; Inception Score needs "
-                    "--feature-net inception (torch-fidelity weights)"
-                )
-            else:
-                logits = fakes_for(net_spec, spec.num, True).logits[: spec.num]
-                entry["value"], entry["std"] = inception_score(logits, num_splits=10)
+            entry = _inception_score_entry(fakes, net_of(spec), spec)
         else:
-            net = net_for(net_spec)
-            fake = fakes_for(net_spec, spec.num, False).features[: spec.num]
-            max_items, keep = _real_budget(spec, int(manifest["num_samples"]))
-            reals = real_stats(
-                data, net, cache_dir, real_batch_size, num_workers, max_items, class_index, keep,
-                device, manifest,
-            )  # fmt: skip
-            entry.update(feature_net=net.name, num_reals=reals.n)
-            if spec.kind == "fid":
-                s = FeatureStats.of(fake)
-                entry["value"] = frechet_distance(s.mean, s.cov, reals.mean, reals.cov)
-            elif spec.kind == "kid":
-                entry["value"] = kernel_inception_distance(reals.features, fake)
-                entry["num_reals"] = int(reals.features.shape[0])
-            else:
-                p, r = precision_recall(reals.features, fake, k=spec.k)
-                entry.update(value=p, precision=p, recall=r, k=spec.k)
-                entry["num_reals"] = int(reals.features.shape[0])
-        entry["seconds"] = time.perf_counter() - start
-        report["metrics"][spec.name] = entry
-    report["fake_render_seconds"] = {k: v[2] for k, v in fakes.items()}
+            entry = _distance_entry(fakes, net_of(spec), spec, reals_of)
+        report["metrics"][spec.name] = {"num_fakes": spec.num, **entry}
+        report["metrics"][spec.name]["seconds"] = time.perf_counter() - start
+    report["fake_render_seconds"] = fakes.seconds()
     return report
 
 
@@ -278,7 +315,7 @@ def _init_distributed(device: str) -> str:
     return device
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m gp3d.evaluate",
         description=__doc__,
@@ -317,7 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--out", default=None, help="JSON report (default: next to the checkpoint)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
