@@ -16,6 +16,7 @@ from gp3d.models.generator import Generator
 from gp3d.training import schedules
 from gp3d.training.blur import blur_images
 from gp3d.training.camera_loss import CameraLoss
+from gp3d.training.ddp import all_reduce_grads, average_over_ranks_, mean_over_ranks
 from gp3d.training.ema import ema_update, make_ema_copy
 from gp3d.training.losses import discriminator_loss, distillation_loss, generator_loss, r1_penalty
 from gp3d.training.patches import extract_patches, sample_patch_params
@@ -104,11 +105,16 @@ class GP3DLitModule(LightningModule):
         # Progress lives in buffers so it is saved in checkpoints and restored on resume.
         self.register_buffer("nimg", torch.zeros((), dtype=torch.long))
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+        # Host mirrors of the two buffers, read every step without a device-to-host copy; set
+        # from the buffers once per fit (on_train_start), after a resume has restored them.
+        self._host_nimg: int | None = None
+        self._host_iteration = 0
 
     # --- progress & schedules --------------------------------------------------------------
     @property
     def kimg(self) -> float:
-        return self.nimg.item() / 1000.0
+        nimg = self._host_nimg if self._host_nimg is not None else int(self.nimg.item())
+        return nimg / 1000.0
 
     @property
     def uses_kd(self) -> bool:
@@ -161,6 +167,8 @@ class GP3DLitModule(LightningModule):
         return self.D(x, patch.to_tensor(), c)
 
     def _step(self, opt, module: nn.Module) -> None:
+        # Only the network this phase steps is synchronised across ranks (PhaseDDPStrategy).
+        all_reduce_grads(module.parameters())
         # NaN -> 0 and +-inf -> +-1e5, as the original does after its all-reduce (spec 7.2).
         for p in module.parameters():
             if p.grad is not None:
@@ -189,6 +197,9 @@ class GP3DLitModule(LightningModule):
         self.toggle_optimizer(opt_d)
         with torch.no_grad():  # w_avg is tracked on this pass only (spec 1.1)
             fake, patch_f, c_f = self._fake(batch, sched, update_emas=True)
+        w_avg = getattr(self.G.mapping, "w_avg", None)
+        if w_avg is not None:  # each rank tracked its own latents: keep G identical on all ranks
+            average_over_ranks_([w_avg])
         logits_f, _ = self._run_d(fake, patch_f, c_f, sched)
         real, patch_r = self._real(batch, sched)
         logits_r, kd_pred = self._run_d(real, patch_r, self.onehot(batch.label), sched)
@@ -228,24 +239,26 @@ class GP3DLitModule(LightningModule):
 
     # --- Lightning hooks ---------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> None:
+        if self._host_nimg is None:  # first step of this module outside fit (tests, benchmarks)
+            self._sync_host_counters()
         sched = self._schedule()
         if self.G.depth_adaptor is not None:
             self.G.depth_adaptor.set_kimg(self.kimg)
         logs: dict[str, torch.Tensor | float] = {}
         self._g_step(batch, sched, logs)
         self._d_step(batch, sched, logs)
-        if self.iteration.item() % self.hparams.r1_interval == 0:
+        if self._host_iteration % self.hparams.r1_interval == 0:
             self._r1_step(batch, sched, logs)
         global_batch = batch.image.shape[0] * self.trainer.world_size
-        self.nimg += global_batch
-        self.iteration += 1
+        self._advance(global_batch)
         ema_update(
             self.G_ema,
             self.G,
             schedules.ema_beta(
-                self.nimg.item(), global_batch, self.ema_kimg, self.hparams.ema_rampup
+                self._host_nimg, global_batch, self.ema_kimg, self.hparams.ema_rampup
             ),
         )
+        logs = mean_over_ranks(logs)
         self.log("kimg", self.kimg, prog_bar=True, rank_zero_only=True)
         self.log_dict({k: v for k, v in logs.items()}, prog_bar=False, sync_dist=False)
         self.log_dict(
@@ -253,8 +266,20 @@ class GP3DLitModule(LightningModule):
         )
         self.log("G", logs["train/loss_G"], prog_bar=True)
         self.log("D", logs["train/loss_D"], prog_bar=True)
-        if self.nimg.item() >= self.hparams.total_kimg * 1000:
+        if self._host_nimg >= self.hparams.total_kimg * 1000:
             self.trainer.should_stop = True
+
+    def _advance(self, global_batch: int) -> None:
+        """Count one iteration of ``global_batch`` images (buffers for checkpoints, host mirrors
+        for the step's own decisions)."""
+        self.nimg += global_batch
+        self.iteration += 1
+        self._host_nimg += global_batch
+        self._host_iteration += 1
+
+    def _sync_host_counters(self) -> None:
+        self._host_nimg = int(self.nimg.item())
+        self._host_iteration = int(self.iteration.item())
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.hparams.compile:
@@ -272,6 +297,7 @@ class GP3DLitModule(LightningModule):
     def on_train_start(self) -> None:
         # A resumed run has its weights and nimg back (restored before this hook) but not the RNG
         # state: without this it would draw the same latents, cameras and patches as from kimg 0.
+        self._host_nimg = None  # the first step re-reads the (possibly restored) buffers
         nimg = int(self.nimg.item())
         if nimg > 0:
             torch.manual_seed(seeding.resume_seed(torch.initial_seed(), nimg))
@@ -284,6 +310,9 @@ class GP3DLitModule(LightningModule):
         )
         opt_d = self.d_optimizer(params=self.D.parameters(), lr=lr, betas=betas)
         return [opt_g, opt_d]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._host_nimg = None  # the buffers are about to change: re-read them before the next step
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.model_config is not None:  # lets tools rebuild the networks without Hydra

@@ -24,7 +24,10 @@ def sample_patch_params(
     if not 0 < min_scale <= max_scale <= 1:
         raise ValueError(f"need 0 < min_scale <= max_scale <= 1, got {min_scale}, {max_scale}")
     num_groups = -(-batch_size // group_size)
-    dist = torch.distributions.Beta(torch.tensor(1.0), torch.tensor(float(beta)))
+    # validate_args=False: no host-side checks of the parameters on every training step
+    dist = torch.distributions.Beta(
+        torch.tensor(1.0), torch.tensor(float(beta)), validate_args=False
+    )
     u = dist.sample((num_groups,)).to(device)
     scale = min_scale + (max_scale - min_scale) * u
     offset = torch.rand(num_groups, 2, device=device) * (1.0 - scale[:, None])
