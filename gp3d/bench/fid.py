@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
             args.device,
             args.num_classes,
             extra,
-        )  # fmt: skip
+        )["s_per_iter"]  # fmt: skip
         for _ in range(args.repeats)
     )
     train_s = s_iter * args.interval_kimg * 1000 / args.batch_size

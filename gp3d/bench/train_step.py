@@ -1,17 +1,24 @@
 """Speed benchmark: seconds per training iteration (G + D + amortised R1) of several experiments,
-measured in one process on the same in-memory batch, reported as ratios to a baseline.
+measured in one process on the same in-memory batch, reported as ratios to a baseline; per phase
+(G, D, R1) times after warm-up, images/s, peak memory (CUDA allocator, else process RSS), FLOPs
+per image (torch.utils.flop_counter, one counted iteration outside the timed ones) and MFU
+against the device's peak (``--peak-tflops``, or a table of known GPUs).
 
     python -m gp3d.bench                                   # synthetic sizes, 3dgp vs epigraf
     python -m gp3d.bench --experiments epigraf 3dgp no_kd --steps 20 --size synthetic
     python -m gp3d.bench --size full --device cuda         # the original's sizes (GPU)
     python -m gp3d.bench --experiments 3dgp 3dgp,model.module.compile=true --warmup 3
+    python -m gp3d.bench --experiments 3dgp_imagenet 3dgp_imagenet,trainer.precision=bf16-mixed \
+        --size full --device cuda --batch-size 32 --json bench.json
 
 Absolute times only hold on the machine they were measured on; compare ratios.
 """
 
 import argparse
 import json
+import resource
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -20,6 +27,7 @@ from hydra.utils import instantiate
 from lightning import Callback, Trainer
 from omegaconf import open_dict
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
 
 from gp3d.types import Batch
 
@@ -69,6 +77,63 @@ class _Timer(Callback):
             self.times.append(time.perf_counter() - self._t)
 
 
+PHASES = ("_g_step", "_d_step", "_r1_step")
+# Dense peak TFLOP/s by (device name fragment, dtype): vendor datasheets (SXM, no sparsity).
+PEAK_TFLOPS = {
+    ("H100", "bf16"): 989.0, ("H100", "fp32"): 494.7,  # fp32 = TF32 tensor cores
+    ("H200", "bf16"): 989.0, ("H200", "fp32"): 494.7,
+    ("A100", "bf16"): 312.0, ("A100", "fp32"): 156.0,
+}  # fmt: skip
+
+
+class _PhaseClock:
+    """Wraps the LightningModule's phase methods on one instance: wall time per call after the
+    warm-up iterations, and FLOPs of the calls made while ``count_flops`` is on."""
+
+    def __init__(self, model, warmup: int) -> None:
+        self.times: dict[str, list[float]] = {p: [] for p in PHASES}
+        self.flops: dict[str, int] = dict.fromkeys(PHASES, 0)
+        self.count_flops, self.warmup, self.model = False, warmup, model
+        for name in PHASES:
+            setattr(model, name, self._wrap(name, getattr(model, name)))
+
+    def _wrap(self, name, fn):
+        def timed(*args, **kwargs):
+            counter = FlopCounterMode(display=False) if self.count_flops else nullcontext()
+            _sync()
+            start = time.perf_counter()
+            with counter:
+                out = fn(*args, **kwargs)
+            _sync()
+            if self.count_flops:
+                self.flops[name] += counter.get_total_flops()
+            elif self.model._host_iteration >= self.warmup:  # this iteration is a timed one
+                self.times[name].append(time.perf_counter() - start)
+            return out
+
+        return timed
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def peak_memory_mib(device: str) -> float:
+    """Peak CUDA allocator memory, or the process's peak RSS on CPU (Linux KiB units)."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_tflops(device: str, precision: str) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name()
+    kind = "bf16" if "bf16" in precision or "16" in precision else "fp32"
+    return next((v for (frag, k), v in PEAK_TFLOPS.items() if frag in name and k == kind), None)
+
+
 def build(exp: str, size: str, batch_size: int, num_classes: int, extra: list[str] | None = None):
     overrides = [f"experiment={exp}"] + (SYNTHETIC_SIZES if size == "synthetic" else [])
     overrides += list(extra or [])  # e.g. data.resolution=256 (gp3d.bench.fid)
@@ -91,7 +156,10 @@ def bench(
     device: str,
     num_classes: int,
     extra: list[str] | None = None,
-) -> float:
+    peak: float | None = None,
+) -> dict:
+    """Time ``steps`` iterations after ``warmup``; returns s/iter, per-phase s/iter (R1 amortised
+    over its interval), images/s, peak memory, FLOPs/image and MFU (when the peak is known)."""
     model, cfg = build(exp, size, batch_size, num_classes, extra)
     res = cfg.data.resolution
     kd = cfg.model.kd_dim
@@ -101,12 +169,19 @@ def bench(
         label=torch.randint(0, max(num_classes, 1), (batch_size,)),
         embedding=torch.randn(batch_size, kd) if kd > 0 else None,
     )
-    loader = DataLoader(_Fixed(batch, steps + warmup), batch_size=None)
-    timer = _Timer(warmup)
+    interval = int(cfg.model.module.r1_interval)
+    loader = DataLoader(_Fixed(batch, steps + warmup + 1), batch_size=None)
+    timer = _Timer(warmup + 1)  # the first iteration counts FLOPs (and includes R1)
+    clock = _PhaseClock(model, warmup + 1)
+    clock.count_flops = True
+    model.on_train_batch_end = lambda *a, **k: setattr(clock, "count_flops", False)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     trainer = Trainer(
-        accelerator=device,
+        accelerator="gpu" if device.startswith("cuda") else device,
         devices=1,
         max_epochs=1,
+        precision=cfg.trainer.precision,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -114,7 +189,24 @@ def bench(
         callbacks=[timer],
     )
     trainer.fit(model, train_dataloaders=loader)
-    return sum(timer.times) / len(timer.times)
+    s_iter = sum(timer.times) / len(timer.times)
+    flops = clock.flops["_g_step"] + clock.flops["_d_step"] + clock.flops["_r1_step"] / interval
+    phases = {
+        name.strip("_").removesuffix("_step"): sum(ts) / max(len(timer.times), 1)
+        for name, ts in clock.times.items()
+    }
+    peak = peak or peak_tflops(device, str(cfg.trainer.precision))
+    achieved = flops / s_iter / 1e12
+    return {
+        "s_per_iter": s_iter,
+        "phase_s_per_iter": phases,
+        "images_per_s": batch_size / s_iter,
+        "peak_memory_mib": peak_memory_mib(device),
+        "flops_per_image": flops / batch_size,
+        "tflops": achieved,
+        "mfu": achieved / peak if peak else None,
+        "precision": str(cfg.trainer.precision),
+    }
 
 
 def main() -> None:
@@ -137,24 +229,38 @@ def main() -> None:
     ap.add_argument("--num-classes", type=int, default=10)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=str, default=None, help="also write the results here")
+    ap.add_argument(
+        "--peak-tflops", type=float, default=None, help="device peak for MFU (default: known GPUs)"
+    )
     args = ap.parse_args()
     results = {}
     for entry in args.experiments:  # "3dgp" or "3dgp,model.module.compile=true,..."
         exp, *extra = entry.split(",")
         results[entry] = bench(
             exp, args.size, args.steps, args.warmup, args.batch_size, args.device,
-            args.num_classes, extra,
+            args.num_classes, extra, args.peak_tflops,
         )  # fmt: skip
-    base = results[args.experiments[0]]
-    print(
-        f"{'experiment':<48}{'s/iter':>10}{'ratio':>8}   (size={args.size}, batch={args.batch_size}, {args.device})"
-    )
-    for exp, t in results.items():
-        print(f"{exp:<48}{t:>10.3f}{t / base:>8.2f}")
+    print(format_table(results, args))
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({"results_s_per_iter": results, "args": vars(args)}, indent=2)
+        Path(args.json).write_text(json.dumps({"results": results, "args": vars(args)}, indent=2))
+
+
+def format_table(results: dict, args) -> str:
+    base = results[args.experiments[0]]["s_per_iter"]
+    lines = [
+        f"{'experiment':<44}{'s/iter':>8}{'ratio':>7}{'img/s':>8}{'G':>7}{'D':>7}{'R1':>7}"
+        f"{'GFLOP/img':>11}{'MFU':>7}{'peak MiB':>10}   "
+        f"(size={args.size}, batch={args.batch_size}, {args.device})"
+    ]
+    for exp, r in results.items():
+        ph, mfu = r["phase_s_per_iter"], r["mfu"]
+        lines.append(
+            f"{exp[:43]:<44}{r['s_per_iter']:>8.3f}{r['s_per_iter'] / base:>7.2f}"
+            f"{r['images_per_s']:>8.1f}{ph['g']:>7.3f}{ph['d']:>7.3f}{ph['r1']:>7.3f}"
+            f"{r['flops_per_image'] / 1e9:>11.2f}{'' if mfu is None else f'{mfu:.1%}':>7}"
+            f"{r['peak_memory_mib']:>10.0f}"
         )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
