@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gp3d.data.format import manifest_sha256
 from gp3d.data.prepare import prepare_dataset
-from gp3d.utils.env import configure_wandb_mode
+from gp3d.utils.env import configure_tf32, configure_wandb_mode
 from gp3d.utils.instantiate import instantiate_list
 
 log = logging.getLogger("gp3d.train")
@@ -75,6 +75,7 @@ def data_info(datamodule) -> dict:
 
 def train(cfg: DictConfig) -> dict:
     configure_wandb_mode()
+    configure_tf32(cfg.get("tf32", True))
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(prepare_dataset(cfg.data))
     resolve_against_data(cfg, datamodule)

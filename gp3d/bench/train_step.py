@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from gp3d.types import Batch
+from gp3d.utils.env import configure_tf32
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 SIZES = ("synthetic", "full")  # synthetic = the `make train` sizes; full = the original's
@@ -139,6 +140,7 @@ def build(exp: str, size: str, batch_size: int, num_classes: int, extra: list[st
     overrides += list(extra or [])  # e.g. data.resolution=256 (gp3d.bench.fid)
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("train", overrides=overrides + [f"data.batch_size={batch_size}"])
+    configure_tf32(cfg.get("tf32", True))  # as gp3d.train does
     with open_dict(cfg):
         cfg.paths.output_dir = "/tmp/gp3d_bench"
         cfg.model.c_dim = num_classes
