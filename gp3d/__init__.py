@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["load_generator"]
+__all__ = ["InversionResult", "invert", "load_generator"]
 
 
 def __getattr__(name: str):
@@ -11,4 +11,8 @@ def __getattr__(name: str):
         from gp3d.inference.portable import load_generator
 
         return load_generator
+    if name in ("invert", "InversionResult"):
+        import gp3d.inversion
+
+        return getattr(gp3d.inversion, name)
     raise AttributeError(f"module 'gp3d' has no attribute {name!r}")
