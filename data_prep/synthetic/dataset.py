@@ -31,6 +31,7 @@ import torch
 
 from data_prep import common
 from data_prep.synthetic.depth import simulate_monocular_depth
+from data_prep.synthetic.novel_views import render_novel_views
 from data_prep.synthetic.scenes import FAR, NEAR, render, sample_cameras, sample_scenes
 from data_prep.synthetic.shapes import CLASS_NAMES
 from gp3d.types import CAMERA_FIELDS
@@ -38,6 +39,9 @@ from gp3d.types import CAMERA_FIELDS
 GENERATOR_NAME = "data_prep.synthetic.dataset"
 GENERATOR_VERSION = "1.0"
 KEYS = ["png", "depth.png", "cls", "depth_gt.npy", "camera.json"]
+# With novel_views = K > 0 (held-out benchmark splits): K more renders of the sample's scene from
+# other true cameras (data_prep/synthetic/novel_views.py).
+NOVEL_KEYS = ["novel_rgb.npy", "novel_depth_gt.npy", "novel_cameras.json"]
 DEFAULT_NUM_SAMPLES, DEFAULT_RESOLUTION, DEFAULT_SHARD_SIZE = 4000, 64, 500
 _RAYS_PER_CHUNK = 1 << 20  # bounds render memory (~100 MB of temporaries) at any resolution
 _STAGING_RE = re.compile(r"^\.staging-(\d+)-[0-9a-f]+$")
@@ -49,9 +53,17 @@ def _shard_seed(seed: int, shard_index: int) -> int:
 
 
 def render_shard_samples(
-    seed: int, shard_index: int, start: int, count: int, resolution: int
+    seed: int,
+    shard_index: int,
+    start: int,
+    count: int,
+    resolution: int,
+    novel_views: int = 0,
+    novel_max_yaw: float = 45.0,
 ) -> list[dict[str, Any]]:
-    """Render and encode the ``count`` samples of one shard (keys ``start .. start+count-1``)."""
+    """Render and encode the ``count`` samples of one shard (keys ``start .. start+count-1``),
+    each with ``novel_views`` extra views (``NOVEL_KEYS``; their own random stream, so the base
+    keys are the same with or without them)."""
     g = torch.Generator().manual_seed(_shard_seed(seed, shard_index))
     labels = torch.randint(0, len(CLASS_NAMES), (count,), generator=g)
     scenes, cams = sample_scenes(g, labels), sample_cameras(g, count)
@@ -76,12 +88,31 @@ def render_shard_samples(
                     ),
                 }
             )
+    if novel_views > 0:
+        _add_novel_views(
+            samples, scenes, cams, novel_views, seed, shard_index, resolution, novel_max_yaw
+        )
     return samples
 
 
-def _write_shard(spec: tuple[Path, int, int, int, int, int]) -> tuple[dict[str, Any], list[int]]:
-    folder, seed, shard_index, start, count, resolution = spec
-    samples = render_shard_samples(seed, shard_index, start, count, resolution)
+def _add_novel_views(samples, scenes, cams, k, seed, shard_index, resolution, max_yaw) -> None:
+    rgb8, depth, novel = render_novel_views(
+        scenes, cams, k, _shard_seed(seed, shard_index), resolution, max_yaw
+    )
+    for i, sample in enumerate(samples):
+        views = novel[i * k : (i + 1) * k]
+        sample["novel_rgb.npy"] = common.encode_npy(rgb8[i])
+        sample["novel_depth_gt.npy"] = common.encode_npy(depth[i])
+        sample["novel_cameras.json"] = common.encode_json(
+            [{f: float(getattr(views, f)[j]) for f in CAMERA_FIELDS} for j in range(k)]
+        )
+
+
+def _write_shard(spec: tuple) -> tuple[dict[str, Any], list[int]]:
+    folder, seed, shard_index, start, count, resolution, novel_views, novel_max_yaw = spec
+    samples = render_shard_samples(
+        seed, shard_index, start, count, resolution, novel_views, novel_max_yaw
+    )
     with common.AtomicShardWriter(folder / common.SHARD_PATTERN.format(shard_index)) as writer:
         for sample in samples:
             writer.write(sample)
@@ -92,11 +123,17 @@ def _worker_init() -> None:
     torch.set_num_threads(1)  # one process per core beats intra-op threads for tiny images
 
 
-def _params(num_samples: int, resolution: int, seed: int, shard_size: int) -> dict[str, int]:
-    return {
+def _params(
+    num_samples: int, resolution: int, seed: int, shard_size: int, novel_views: int = 0,
+    novel_max_yaw: float = 45.0,
+) -> dict[str, Any]:  # fmt: skip
+    params: dict[str, Any] = {
         "num_samples": num_samples, "resolution": resolution, "seed": seed,
         "shard_size": shard_size,
     }  # fmt: skip
+    if novel_views > 0:  # absent otherwise: datasets without novel views keep their manifests
+        params.update(novel_views=novel_views, novel_max_yaw=float(novel_max_yaw))
+    return params
 
 
 def _visible_entries(out: Path) -> list[Path]:
@@ -141,17 +178,22 @@ def generate_dataset(
     workers: int = 1,
     overwrite: bool = False,
     on_shard: Callable[[int, int], None] | None = None,
+    novel_views: int = 0,
+    novel_max_yaw: float = 45.0,
 ) -> bool:
     """Write the synthetic dataset to ``out``; returns False if an identical one was reused.
 
     Raises ``FileExistsError`` if ``out`` holds anything else and ``overwrite`` is False.
     ``on_shard(done, total)`` is called after each finished shard (progress; tests use it to
-    interrupt the run).
+    interrupt the run). ``novel_views``: extra true views per sample (held-out benchmark splits;
+    see ``novel_views.py``), their yaw within ``novel_max_yaw`` degrees of the sample's.
     """
-    if num_samples < 1 or resolution < 2 or shard_size < 1 or workers < 1:
-        raise ValueError("num_samples, shard_size and workers must be >= 1, resolution >= 2")
+    if num_samples < 1 or resolution < 2 or shard_size < 1 or workers < 1 or novel_views < 0:
+        raise ValueError(
+            "num_samples, shard_size and workers must be >= 1, resolution >= 2, novel_views >= 0"
+        )
     out = Path(out)
-    params = _params(num_samples, resolution, seed, shard_size)
+    params = _params(num_samples, resolution, seed, shard_size, novel_views, novel_max_yaw)
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(out)
     if _visible_entries(out):
@@ -167,7 +209,16 @@ def generate_dataset(
     try:
         starts = range(0, num_samples, shard_size)
         specs = [
-            (staging, seed, k, s, min(shard_size, num_samples - s), resolution)
+            (
+                staging,
+                seed,
+                k,
+                s,
+                min(shard_size, num_samples - s),
+                resolution,
+                novel_views,
+                novel_max_yaw,
+            )
             for k, s in enumerate(starts)
         ]
         results = []
@@ -189,7 +240,7 @@ def generate_dataset(
     return True
 
 
-def _publish(out: Path, staging: Path, params: dict[str, int], shards: list, labels: list) -> None:
+def _publish(out: Path, staging: Path, params: dict[str, Any], shards: list, labels: list) -> None:
     """Replace whatever ``out`` held by the staged shards; the manifest goes last."""
     (out / common.MANIFEST_NAME).unlink(missing_ok=True)  # the old dataset is invalid from here
     for p in out.iterdir():
@@ -206,7 +257,7 @@ def _publish(out: Path, staging: Path, params: dict[str, int], shards: list, lab
         "num_classes": len(CLASS_NAMES),
         "class_names": list(CLASS_NAMES),
         "class_counts": np.bincount(labels, minlength=len(CLASS_NAMES)).tolist(),
-        "keys": KEYS,
+        "keys": KEYS + (NOVEL_KEYS if params.get("novel_views") else []),
         "shards": shards,
         "depth": common.DEPTH_DESCRIPTION,
         "embedding_dim": None,
@@ -223,6 +274,8 @@ def ensure_synthetic_dataset(
     shard_size: int = DEFAULT_SHARD_SIZE,
     workers: int = 1,
     teacher: Mapping[str, Any] | None = None,
+    novel_views: int = 0,
+    novel_max_yaw: float = 45.0,
 ) -> Path:
     """Make sure ``path`` holds this synthetic dataset (generate it once, then reuse it).
 
@@ -230,12 +283,16 @@ def ensure_synthetic_dataset(
     Raises ``FileExistsError`` if ``path`` holds something else. ``teacher``: keyword arguments
     of ``data_prep.extract_features.ensure_teacher_features`` (e.g. ``{"model_name": "resnet50",
     "weights": "random", "input_size": 64}``) to also add teacher features in place (spec 6.5).
+    ``novel_views`` / ``novel_max_yaw``: see :func:`generate_dataset` (held-out benchmark splits).
     """
     if teacher is not None:
         from data_prep.extract_features import complete_interrupted_update
 
         complete_interrupted_update(path)  # a cut-short feature swap must not block the reuse
-    generate_dataset(path, num_samples, resolution, seed, shard_size, workers, overwrite=False)
+    generate_dataset(
+        path, num_samples, resolution, seed, shard_size, workers, overwrite=False,
+        novel_views=novel_views, novel_max_yaw=novel_max_yaw,
+    )  # fmt: skip
     if teacher is not None:
         from data_prep.extract_features import ensure_teacher_features
 
@@ -257,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="per tar")
     parser.add_argument("--workers", type=int, default=1, help="processes (same output)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.add_argument(
+        "--novel-views", type=int, default=0, help="extra true views per sample (benchmarks)"
+    )
+    parser.add_argument(
+        "--novel-max-yaw", type=float, default=45.0, help="novel views' yaw offset, degrees"
+    )
     teacher = parser.add_argument_group("teacher features (emb.npy, spec 6.5), optional")
     teacher.add_argument("--teacher", metavar="MODEL", help="timm model name, e.g. resnet50")
     weights = teacher.add_mutually_exclusive_group()
@@ -277,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         written = generate_dataset(
             args.out, args.num_samples, args.resolution, args.seed, args.shard_size,
-            args.workers, args.overwrite, on_shard=progress,
+            args.workers, args.overwrite, on_shard=progress, novel_views=args.novel_views,
+            novel_max_yaw=args.novel_max_yaw,
         )  # fmt: skip
         if args.teacher:
             from data_prep.extract_features import ensure_teacher_features
