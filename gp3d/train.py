@@ -18,6 +18,7 @@ from gp3d.data.format import manifest_sha256
 from gp3d.data.prepare import prepare_dataset
 from gp3d.utils.env import configure_tf32, configure_wandb_mode
 from gp3d.utils.instantiate import instantiate_list
+from gp3d.utils.resume import resolve_resume
 
 log = logging.getLogger("gp3d.train")
 
@@ -97,7 +98,8 @@ def train(cfg: DictConfig) -> dict:
         trainer.default_root_dir,
     )
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        resume = resolve_resume(cfg.get("resume") or cfg.get("ckpt_path"), cfg.paths.output_dir)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
     finally:
         if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
             import wandb
