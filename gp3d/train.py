@@ -19,6 +19,7 @@ from gp3d.data.prepare import prepare_dataset
 from gp3d.models.param_count import format_parameter_table, parameter_counts
 from gp3d.utils.env import configure_tf32, configure_wandb_mode
 from gp3d.utils.instantiate import instantiate_list
+from gp3d.utils.resume import resolve_resume
 
 log = logging.getLogger("gp3d.train")
 
@@ -91,7 +92,8 @@ def train(cfg: DictConfig) -> dict:
     table = format_parameter_table(parameter_counts(model.G, model.D))
     log.info("parameters:\n%s\noutput dir %s", table, trainer.default_root_dir)
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        resume = resolve_resume(cfg.get("resume") or cfg.get("ckpt_path"), cfg.paths.output_dir)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
     finally:
         if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
             import wandb
