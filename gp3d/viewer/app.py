@@ -230,9 +230,7 @@ class ViewerApp:
             hint=f"0..{n - 1}" if n else "unconditional generator",
         )
         self.g_class_name = gui.add_markdown("")
-        self.g_psi = gui.add_slider(
-            "Truncation ψ", min=0.0, max=1.0, step=0.05, initial_value=psi
-        )
+        self.g_psi = gui.add_slider("Truncation ψ", min=0.0, max=1.0, step=0.05, initial_value=psi)
         has_cg = gen.G.camera_generator is not None
         self.g_posterior = gui.add_checkbox(
             "Camera generator",
@@ -241,7 +239,9 @@ class ViewerApp:
             hint="on: the pose goes through the learned camera generator (posterior); "
             "off: rendered exactly as posed (prior)",
         )
-        self.g_background = gui.add_dropdown("Background", ["RGB", "depth", "none"], initial_value="RGB")
+        self.g_background = gui.add_dropdown(
+            "Background", ["RGB", "depth", "none"], initial_value="RGB"
+        )
         self.g_fov = gui.add_slider("FOV (deg)", min=5.0, max=90.0, step=0.5, initial_value=30.0)
         self.g_reset = gui.add_button_group("Reset view", ["posterior mean", "prior mean"])
         with gui.add_folder("Mesh"):
@@ -275,7 +275,9 @@ class ViewerApp:
     def _build_scene(self) -> None:
         scene = self.server.scene  # type: ignore[union-attr]
         # The renderer's box (spec 1: [-0.5, 0.5]^3 at cube_scale 0.5) as a wireframe reference.
-        scene.add_box("/scene_box", color=(120, 120, 120), dimensions=(1.0, 1.0, 1.0), wireframe=True)
+        scene.add_box(
+            "/scene_box", color=(120, 120, 120), dimensions=(1.0, 1.0, 1.0), wireframe=True
+        )
         self.mesh_handle = None
         self.frustum = None
 
@@ -511,7 +513,9 @@ class ViewerApp:
 
     def _on_download(self, event) -> None:
         what, s = self.g_dl.value, self._sample()
-        stem = f"gp3d_seed{s.seed}" + (f"_class{s.class_index}" if s.class_index is not None else "")
+        stem = f"gp3d_seed{s.seed}" + (
+            f"_class{s.class_index}" if s.class_index is not None else ""
+        )
         client = event.client
 
         def run() -> None:
