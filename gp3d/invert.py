@@ -12,6 +12,7 @@ is scored by the loss of its class-mean render, the TOPK best get a short stage-
 """
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -156,7 +157,7 @@ def run_job(g: LoadedGenerator, lpips, class_index: int | None, job: Job, args) 
     )  # fmt: skip
     seconds = time.perf_counter() - start
     out_root = Path(args.out)
-    tmp = out_root / f".{job.name}.tmp-{id(job)}"
+    tmp = out_root / f".{job.name}.tmp-{os.getpid()}"
     try:
         write_outputs(
             result, target, tmp, job.image, class_index, g.config, g.meta, args.frames,

@@ -78,7 +78,7 @@ def write_turntable(result: InversionResult, path: Path, frames: int, yaw: float
 
 
 def write_mesh(
-    result: InversionResult, out_dir: Path, resolution: int, threshold: float
+    result: InversionResult, out_dir: Path, resolution: int, threshold: float, label: str = ""
 ) -> list[Path]:
     """mesh.ply and mesh.obj; when the density never crosses ``threshold`` on the grid (an
     untrained or very soft field) the grid's median is used instead, with a warning."""
@@ -92,9 +92,7 @@ def write_mesh(
             resolution, *cube_bounds(), device=result.ws.device,
         )  # fmt: skip
         median = float(np.median(grid))
-        log.warning(
-            "%s: %s; meshing at the grid's median density %.4g instead", out_dir, err, median
-        )
+        log.warning("%s: %s; meshing at the grid's median density %.4g instead", label, err, median)
         mesh = result.mesh(resolution=resolution, threshold=median)
     return [save_mesh(mesh, out_dir / "mesh.ply"), save_mesh(mesh, out_dir / "mesh.obj")]
 
@@ -134,7 +132,7 @@ def write_outputs(
     paths = [save_array(side, out_dir / "reconstruction.png")]
     paths.append(save_array(to_uint8(depth_rgb), out_dir / "depth.png"))
     paths.append(write_turntable(result, out_dir / "turntable.mp4", frames, yaw, G))
-    paths += write_mesh(result, out_dir, mesh_resolution, mesh_threshold)
+    paths += write_mesh(result, out_dir, mesh_resolution, mesh_threshold, str(image))
     file_meta = {**meta, "inversion": inversion_meta(result, image, class_index)}
     paths.append(save_generator(G, config, out_dir / "generator.pt", file_meta))
     paths.append(write_losses_csv(result.losses, out_dir / "losses.csv"))
