@@ -259,26 +259,40 @@ def load_generator(
     return LoadedGenerator(G=G, config=config, meta=meta)
 
 
-def export_generator(
-    checkpoint: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype | None = None
+def save_generator(
+    G: Generator,
+    config: dict,
+    out: str | os.PathLike,
+    meta: dict | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write the portable file for a training checkpoint (atomically); returns its path.
+    """Write an in-memory generator as a portable file (atomically); returns its path.
 
+    ``config`` is the resolved ``_target_`` tree that builds ``G``'s architecture (e.g. the
+    ``config`` of the :class:`LoadedGenerator` it came from: fine-tuned copies keep it).
+    ``meta`` holds plain containers / tensors only (the file is read with weights_only=True).
     ``dtype`` (e.g. ``torch.float16``) casts floating-point weights to halve the file; buffers
     such as ``w_avg`` are cast too and are cast back to float32 on load by ``load_state_dict``.
     """
-    loaded = load_generator(checkpoint)
     state = {
-        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
-        for k, v in loaded.G.state_dict().items()
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu()
+        for k, v in G.state_dict().items()
     }
-    meta = {**loaded.meta, "gp3d_version": gp3d.__version__}
     payload = {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
-        "config": loaded.config,
+        "config": config,
         "state_dict": state,
-        "meta": meta,
+        "meta": {**(meta or {}), "gp3d_version": gp3d.__version__},
     }
     atomic_torch_save(payload, out)
     return Path(out)
+
+
+def export_generator(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype | None = None
+) -> Path:
+    """Write the portable file for a training checkpoint (atomically); returns its path
+    (``dtype``: see :func:`save_generator`)."""
+    loaded = load_generator(checkpoint)
+    return save_generator(loaded.G, loaded.config, out, loaded.meta, dtype)

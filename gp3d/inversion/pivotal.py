@@ -97,7 +97,7 @@ def pivotal_tuning(
         rseed = step_seed(seed, 2, step)
         out = render_ws(tuned, ws, camera, res, rseed)
         terms = image_losses(out, target, depth, lpips, lpips_weight, l2_weight, depth_weight)
-        if float(terms["lpips"]) <= lpips_threshold:  # PTI stops before stepping
+        if float(terms["lpips"].detach()) <= lpips_threshold:  # PTI stops before stepping
             _record(losses, on_step, step, terms)
             break
         if reg_interval > 0 and step % reg_interval == 0:
