@@ -42,7 +42,7 @@ def unconditional_scores(
 ROWS = [
     ("unconditional", "kid", "KID", "lower"),
     ("unconditional", "fid", "FID", "lower"),
-    ("unconditional", "nfs", "NFS", "higher"),
+    ("unconditional", "nfs", "NFS", "= true"),
     ("unconditional", "depth_w1", "depth W1 vs true", "lower"),
     ("unconditional", "foreground_fraction", "foreground fraction", "= true"),
     ("unconditional", "depth_spread", "depth spread", "= true"),
