@@ -16,8 +16,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gp3d.data.format import manifest_sha256
 from gp3d.data.prepare import prepare_dataset
+from gp3d.models.param_count import format_parameter_table, parameter_counts
 from gp3d.utils.env import configure_tf32, configure_wandb_mode
 from gp3d.utils.instantiate import instantiate_list
+from gp3d.utils.resume import resolve_resume
 
 log = logging.getLogger("gp3d.train")
 
@@ -87,17 +89,11 @@ def train(cfg: DictConfig) -> dict:
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    n_params = {
-        name: sum(p.numel() for p in m.parameters()) for name, m in (("G", model.G), ("D", model.D))
-    }
-    log.info(
-        "parameters: G %.2fM, D %.2fM; output dir %s",
-        n_params["G"] / 1e6,
-        n_params["D"] / 1e6,
-        trainer.default_root_dir,
-    )
+    table = format_parameter_table(parameter_counts(model.G, model.D))
+    log.info("parameters:\n%s\noutput dir %s", table, trainer.default_root_dir)
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        resume = resolve_resume(cfg.get("resume") or cfg.get("ckpt_path"), cfg.paths.output_dir)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
     finally:
         if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
             import wandb

@@ -19,7 +19,7 @@ LAYERS = [
     {"gp3d.models", "gp3d.data"},
     {"gp3d.training", "gp3d.inference"},
     {"gp3d.metrics"},
-    {"gp3d.callbacks", "gp3d.bench", "gp3d.inversion"},
+    {"gp3d.callbacks", "gp3d.bench", "gp3d.inversion", "gp3d.viewer"},
     {"gp3d.eval3d"},
 ]
 LIBRARY = set().union(*LAYERS)

@@ -14,8 +14,7 @@ from gp3d.benchmark3d import main
 from gp3d.data.format import DatasetFormatError
 from gp3d.data.truth import load_ground_truth
 from gp3d.eval3d.heldout import ensure_heldout_split
-from gp3d.inference.portable import EXPORT_FORMAT, EXPORT_VERSION
-from tests.tiny_generator import tiny_generator
+from tests.tiny_generator import save_tiny_generator
 
 
 def test_novel_views_leave_the_base_samples_unchanged():
@@ -57,13 +56,7 @@ def test_ground_truth_without_novel_views_names_the_fix(tmp_path):
 
 
 def test_benchmark3d_end_to_end(tmp_path, capsys):
-    loaded = tiny_generator(tmp_path, c_dim=len(CLASS_NAMES))
-    ckpt = tmp_path / "g.pt"
-    torch.save(
-        {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "config": loaded.config,
-         "state_dict": loaded.G.state_dict(), "meta": {}},
-        ckpt,
-    )  # fmt: skip
+    ckpt = save_tiny_generator(tmp_path, tmp_path / "g.pt", c_dim=len(CLASS_NAMES))
     out = tmp_path / "bench"
     common = [
         str(ckpt), "--out", str(out), "--heldout-dir", str(tmp_path / "ho"), "--num-heldout", "4",

@@ -1,7 +1,7 @@
 import torch
 
 from gp3d.models.compositing import composite
-from gp3d.models.ray_samplers import sample_pdf, stratified_samples
+from gp3d.models.ray_samplers import importance_samples, sample_pdf, stratified_samples
 from gp3d.models.renderer import VolumeRenderer
 
 
@@ -46,8 +46,30 @@ def test_sample_pdf_follows_weights():
     bins = torch.linspace(0, 1, 11).expand(1, 11)
     weights = torch.zeros(1, 10)
     weights[0, 3] = 1.0
-    s = sample_pdf(bins, weights, 1000)
+    s = sample_pdf(bins, weights, 1000, eps=0.0)  # no eps: nothing may land outside bin 3
     assert ((s >= 0.3 - 1e-6) & (s <= 0.4 + 1e-6)).all()
+
+
+def test_importance_samples_add_eps_twice_as_the_original():
+    # Coarse s = 0, .2, .4, .6, .8, 1 -> midpoints 0.1 ... 0.9 (4 bins of width 0.2), pdf from
+    # weights[1:-1] = [w1, w2, w3, w4]. Sparse weights: only w1 = 1e-5, the rest 0.
+    s_coarse = torch.linspace(0, 1, 6)[None]
+    weights = torch.tensor([[0.7, 1e-5, 0.0, 0.0, 0.0, 0.3]])  # ends are ignored
+    u = torch.tensor([[0.2, 0.5, 0.9]])
+    # Each weight gets 1e-5 twice: [3, 2, 2, 2] * 1e-5 -> pdf [3, 2, 2, 2] / 9,
+    # cdf [0, 3/9, 5/9, 7/9, 1]; s = mid_lo + (u - cdf_lo) / pdf_bin * 0.2.
+    expected = torch.tensor(
+        [
+            [
+                0.1 + 0.2 / (3 / 9) * 0.2,
+                0.3 + (0.5 - 3 / 9) / (2 / 9) * 0.2,
+                0.7 + (0.9 - 7 / 9) / (2 / 9) * 0.2,
+            ]
+        ]
+    )
+    torch.testing.assert_close(importance_samples(s_coarse, weights, 3, u=u), expected)
+    # Adding it once (pdf [2, 1, 1, 1] / 5) would put u = 0.5 at 0.3 + 0.1 / 0.2 * 0.2 = 0.4.
+    assert abs(importance_samples(s_coarse, weights, 3, u=u)[0, 1].item() - 0.4) > 0.03
 
 
 def slab_field(depth_plane: float, color=(0.2, -0.4, 0.6)):

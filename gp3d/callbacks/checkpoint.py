@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from gp3d.callbacks.interval import crossed_kimg
 from gp3d.metrics.distributed import broadcast_value
+from gp3d.utils.resume import sidecar_of
 
 
 class KimgCheckpoint(Callback):
@@ -25,7 +26,8 @@ class KimgCheckpoint(Callback):
         every_kimg: periodic snapshot interval; 0 disables periodic snapshots.
         last_every_kimg: how often ``last.ckpt`` is refreshed (defaults to every_kimg).
         dirpath: folder; default ``<trainer.default_root_dir>/checkpoints``.
-        keep_last: keep only this many periodic snapshots (None = all).
+        keep_last: keep only this many periodic snapshots (None = all); ``last.ckpt`` and
+            ``best.ckpt`` are kept besides.
         save_on_exception: write ``last.ckpt`` when training stops on an exception/Ctrl-C.
     """
 
@@ -54,7 +56,7 @@ class KimgCheckpoint(Callback):
             return
         now = int(pl_module.nimg.item())
         if crossed_kimg(trainer, pl_module, batch, self.every_kimg):
-            path = self._save(trainer, pl_module, f"kimg{now // 1000:06d}.ckpt")
+            path = self._save(trainer, pl_module, self.snapshot_name(now))
             rank_zero_info(f"saved {path}")
             self._prune(trainer)
         if crossed_kimg(trainer, pl_module, batch, self.last_every_kimg):
@@ -93,12 +95,23 @@ class KimgCheckpoint(Callback):
             trainer.strategy.save_checkpoint(checkpoint, path)
             print(f"training stopped ({name}); saved {path} to resume from", flush=True)
 
+    def snapshot_name(self, nimg: int) -> str:
+        """``kimgNNNNNN.ckpt``; ``nimgNNNNNNNNNN.ckpt`` for intervals that are not whole kimg
+        (short test runs), where kimg names would collide."""
+        if float(self.every_kimg).is_integer():
+            return f"kimg{nimg // 1000:06d}.ckpt"
+        return f"nimg{nimg:010d}.ckpt"
+
     def _prune(self, trainer: Trainer) -> None:
+        """Keep the ``keep_last`` newest snapshots (last.ckpt and best.ckpt are never pruned)."""
         if self.keep_last is None or trainer.global_rank != 0:
             return
-        snaps = sorted(self._dir(trainer).glob("kimg*.ckpt"))
-        for old in snaps[: -self.keep_last]:
+        folder = self._dir(trainer)
+        snaps = sorted([*folder.glob("kimg*.ckpt"), *folder.glob("nimg*.ckpt")])
+        snaps.sort(key=lambda p: p.stat().st_mtime_ns)
+        for old in snaps[: max(len(snaps) - self.keep_last, 0)]:
             old.unlink(missing_ok=True)
+            sidecar_of(old).unlink(missing_ok=True)
 
 
 class BestCheckpoint:

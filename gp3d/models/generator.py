@@ -67,11 +67,21 @@ class Generator(nn.Module):
             ws = ws[:, None].expand(-1, self.synthesis.num_ws, -1)
         return ws
 
-    def field(self, planes: torch.Tensor):
-        """A radiance-field callable over world points for the renderer."""
+    def field(self, planes: torch.Tensor, views: int = 1):
+        """A radiance-field callable over world points for the renderer.
+
+        ``views`` > 1: the points come from B * views renders in the latent-major layout (row
+        b * views + v is view v of latent b), so those of one latent are contiguous and are
+        sampled from its planes in one call, without copying the planes per view.
+        """
 
         def query(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return self.decoder(sample_triplanes(planes, points, self.cube_scale))
+            if views == 1:
+                return self.decoder(sample_triplanes(planes, points, self.cube_scale))
+            rows, m, _ = points.shape
+            per_latent = points.reshape(planes.shape[0], views * m, 3)
+            feats = sample_triplanes(planes, per_latent, self.cube_scale)
+            return self.decoder(feats.reshape(rows, m, feats.shape[-1]))
 
         return query
 
@@ -112,12 +122,22 @@ class Generator(nn.Module):
         cut_quantile: float | None = None,
         steps_multiplier: int = 1,
         far: float | None = None,
+        views: int = 1,
     ) -> RenderOutput:
-        """Render tri-planes from cameras: a full image, or a patch at ``resolution``^2 pixels."""
+        """Render tri-planes from cameras: a full image, or a patch at ``resolution``^2 pixels.
+
+        ``views``: cameras (and patches) hold ``views`` rows per latent, latent-major (see
+        :meth:`field`); the output has B * views images.
+        """
+        if camera.batch_size != planes.shape[0] * views:
+            raise ValueError(
+                f"{planes.shape[0]} latents x {views} views need {planes.shape[0] * views} "
+                f"cameras, got {camera.batch_size}"
+            )
         res = resolution or self.img_resolution
         origins, dirs = generate_rays(camera, res, patch)
         rgb, depth, opacity = self.renderer(
-            self.field(planes),
+            self.field(planes, views),
             origins,
             dirs,
             density_noise_std,

@@ -57,34 +57,56 @@ def stratified_samples(
     return lower + (upper - lower) * u
 
 
+PDF_EPS = 1e-5  # the original's eps: added to the weights twice and used as the flat-bin test
+
+
 def sample_pdf(
-    bins: torch.Tensor, weights: torch.Tensor, num_samples: int, u: torch.Tensor | None = None
+    bins: torch.Tensor,
+    weights: torch.Tensor,
+    num_samples: int,
+    u: torch.Tensor | None = None,
+    eps: float = PDF_EPS,
 ) -> torch.Tensor:
     """Draw samples from the piecewise-constant pdf given by ``weights`` over ``bins``.
+
+    As EG3D's ``sample_pdf`` (used by 3DGP): ``eps`` is added to the weights before
+    normalising, and a bin whose cdf step is below ``eps`` is treated as having step 1.
 
     Args:
         bins: [..., K + 1] sorted bin edges.
         weights: [..., K] non-negative weights (not necessarily normalised).
         num_samples: samples per ray, drawn with random u (det=False, spec 2.4).
         u: [..., num_samples] uniforms to use instead of the global RNG.
+        eps: added to every weight; 0 samples the weights exactly (a zero total then gives nan).
 
     Returns:
         [..., num_samples] samples (unsorted), no gradient.
     """
     with torch.no_grad():
-        pdf = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        weights = weights + eps
+        pdf = weights / weights.sum(dim=-1, keepdim=True)
         cdf = torch.cat([torch.zeros_like(pdf[..., :1]), pdf.cumsum(dim=-1)], dim=-1)  # [..., K+1]
-        cdf[..., -1] = 1.0
         if u is None:
             u = torch.rand(*cdf.shape[:-1], num_samples, device=cdf.device, dtype=cdf.dtype)
-        u = u.to(cdf.dtype)
-        idx = torch.searchsorted(cdf.contiguous(), u.contiguous(), right=True)
+        u = u.to(cdf.dtype).contiguous()
+        idx = torch.searchsorted(cdf.contiguous(), u, right=True)
         lo = (idx - 1).clamp(0, cdf.shape[-1] - 1)
         hi = idx.clamp(0, cdf.shape[-1] - 1)
         cdf_lo, cdf_hi = cdf.gather(-1, lo), cdf.gather(-1, hi)
         bin_lo, bin_hi = bins.gather(-1, lo), bins.gather(-1, hi)
         denom = cdf_hi - cdf_lo
-        frac = torch.where(
-            denom < 1e-5, torch.zeros_like(denom), (u - cdf_lo) / denom.clamp_min(1e-5)
-        )
-        return bin_lo + frac * (bin_hi - bin_lo)
+        denom = torch.where(denom < eps, torch.ones_like(denom), denom)
+        return bin_lo + (u - cdf_lo) / denom * (bin_hi - bin_lo)
+
+
+def importance_samples(
+    s_coarse: torch.Tensor, weights: torch.Tensor, num_samples: int, u: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Fine s-samples [..., num_samples] from coarse s-samples and weights [..., N] (spec 2.4).
+
+    The pdf lives on the N-2 intervals between the N-1 midpoints of the coarse samples and uses
+    weights[1:-1]. The original adds 1e-5 here and :func:`sample_pdf` adds it again, so each
+    weight gets 2e-5 in all; on sparse weights that moves fine samples noticeably.
+    """
+    mids = 0.5 * (s_coarse[..., 1:] + s_coarse[..., :-1])
+    return sample_pdf(mids, weights[..., 1:-1].detach() + PDF_EPS, num_samples, u=u)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from gp3d.models.compositing import composite, density_activation
-from gp3d.models.ray_samplers import ray_uniforms, sample_pdf, stratified_samples
+from gp3d.models.ray_samplers import importance_samples, ray_uniforms, stratified_samples
 
 # field(points [B, M, 3]) -> (rgb [B, M, 3], raw density [B, M, 1])
 Field = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -111,9 +111,7 @@ class VolumeRenderer(nn.Module):
         deltas_ref = s_coarse if self.coarse_weights_in_s_space else None
         sigma_c = density_activation(raw_c, cut_quantile)
         _, _, _, weights = composite(rgb_c, sigma_c, t_coarse, deltas_t=deltas_ref)
-        # Proposal pdf over the intervals between coarse midpoints, from weights[1:-1] (spec 2.4).
-        mids = 0.5 * (s_coarse[..., 1:] + s_coarse[..., :-1])
-        s_fine = sample_pdf(mids, weights[..., 1:-1].detach() + 1e-5, n_fine, u=u_fine)
+        s_fine = importance_samples(s_coarse, weights, n_fine, u=u_fine)
         t_fine = near + s_fine * span
         rgb_f, raw_f = self._evaluate(field, origins, dirs, t_fine, noise_std)
 

@@ -5,6 +5,10 @@ ws [B, num_ws, w_dim] -> tri-planes [B, 3, plane_channels, R, R]. Blocks run at 
 conv and has two. Each block's ToRGB ("to planes") output is added to the FIR-upsampled running
 sum. Like StyleGAN2, a block's ToRGB shares its w with the next block's first conv, so
 num_ws = 1 + 2 * (num_blocks - 1) + 1 (16 at R = 512).
+
+``extra_blocks`` = k > 0 (the "strengthened backbone", multiview_pti.md 1.4) follows every
+upsampling block with k blocks at the same resolution (two convs without upsampling and their own
+ToRGB added to the running sum), so num_ws = 1 + 2 (num_blocks - 1)(1 + k) + 1.
 """
 
 import math
@@ -84,15 +88,17 @@ class SynthesisBlock(nn.Module):
         resolution: int,
         img_channels: int,
         use_noise: bool = True,
+        up: int = 2,
     ) -> None:
         super().__init__()
+        self.up = up
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
             self.conv0 = None
         else:
             self.const = None
             self.conv0 = SynthesisLayer(
-                in_channels, out_channels, w_dim, resolution, up=2, use_noise=use_noise
+                in_channels, out_channels, w_dim, resolution, up=up, use_noise=use_noise
             )
         self.conv1 = SynthesisLayer(
             out_channels, out_channels, w_dim, resolution, use_noise=use_noise
@@ -113,7 +119,9 @@ class SynthesisBlock(nn.Module):
             x = self.conv0(x, w[0], noise_mode)
         x = self.conv1(x, w[self.num_conv - 1], noise_mode)
         y = self.torgb(x, w[self.num_conv])
-        img = y if img is None else upsample2d(img, self.fir) + y
+        if img is not None and self.up > 1:
+            img = upsample2d(img, self.fir)
+        img = y if img is None else img + y
         return x, img
 
 
@@ -127,6 +135,8 @@ class TriPlaneSynthesis(nn.Module):
             channels [k * C, (k + 1) * C) forming plane k.
         channel_base / channel_max: channels at resolution r are min(channel_base // r, channel_max).
         use_noise: per-pixel noise inputs (on in 3DGP).
+        extra_blocks: same-resolution blocks after each upsampling block (0 = 3DGP's network;
+            their modules are named ``b{res}_x{i}``, so 0 keeps today's checkpoints loading).
     """
 
     def __init__(
@@ -137,8 +147,12 @@ class TriPlaneSynthesis(nn.Module):
         channel_base: int = 32768,
         channel_max: int = 512,
         use_noise: bool = True,
+        extra_blocks: int = 0,
     ) -> None:
         super().__init__()
+        if extra_blocks < 0:
+            raise ValueError(f"model.synthesis.extra_blocks must be >= 0, got {extra_blocks}")
+        self.extra_blocks = extra_blocks
         self.w_dim, self.plane_resolution, self.plane_channels = (
             w_dim,
             plane_resolution,
@@ -152,8 +166,12 @@ class TriPlaneSynthesis(nn.Module):
             self.blocks[f"b{res}"] = SynthesisBlock(
                 in_ch, out_ch, w_dim, res, 3 * plane_channels, use_noise=use_noise
             )
+            for i in range(extra_blocks if in_ch > 0 else 0):  # none after the 4x4 const block
+                self.blocks[f"b{res}_x{i}"] = SynthesisBlock(
+                    out_ch, out_ch, w_dim, res, 3 * plane_channels, use_noise=use_noise, up=1
+                )
             in_ch = out_ch
-        self.num_ws = self.count_ws(plane_resolution)
+        self.num_ws = self.count_ws(plane_resolution, extra_blocks)
 
     @staticmethod
     def channel_table(
@@ -168,10 +186,11 @@ class TriPlaneSynthesis(nn.Module):
         return {2**i: min(channel_base // 2**i, channel_max) for i in range(2, log2 + 1)}
 
     @staticmethod
-    def count_ws(plane_resolution: int) -> int:
-        """Styles consumed: 1 conv at 4x4, 2 per other block, plus the last ToRGB (16 at 512)."""
+    def count_ws(plane_resolution: int, extra_blocks: int = 0) -> int:
+        """Styles consumed: 1 conv at 4x4, 2 per other block and per extra block, plus the last
+        ToRGB (16 at 512 without extra blocks)."""
         num_blocks = len(TriPlaneSynthesis.channel_table(plane_resolution))
-        return 1 + 2 * (num_blocks - 1) + 1
+        return 1 + 2 * (num_blocks - 1) * (1 + extra_blocks) + 1
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         """ws [B, num_ws, w_dim] -> planes [B, 3, plane_channels, R, R].

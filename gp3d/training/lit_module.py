@@ -20,7 +20,16 @@ from gp3d.training.ddp import all_reduce_grads, average_over_ranks_, mean_over_r
 from gp3d.training.ema import ema_update, make_ema_copy
 from gp3d.training.losses import discriminator_loss, distillation_loss, generator_loss, r1_penalty
 from gp3d.training.patches import extract_patches, sample_patch_params
-from gp3d.types import Batch, PatchParams
+from gp3d.training.views import (
+    check_view_config,
+    draw_view_cameras,
+    per_view_means,
+    repeat_views,
+    view_angle_spread,
+    view_logit_spread,
+    view_patches,
+)
+from gp3d.types import Batch, CameraParams, PatchParams
 from gp3d.utils import seeding
 from gp3d.utils.compile import compile_modules
 
@@ -50,6 +59,11 @@ class GP3DLitModule(LightningModule):
         ema_kimg: EMA half-life in kimg; None = batch_size * 0.3125 (spec 7.5). ema_rampup: 0.05.
         compile: torch.compile G's synthesis and decoder for training (``compile_backend``;
             eager fallback, see ``gp3d.utils.compile``).
+        num_views: renders per latent that D scores (multi-view discrimination, multiview_pti.md
+            1.4, see ``views.py``); 1 = single-view training as before.
+        view_distribution: "posterior" (camera generator on V prior draws), "prior" or
+            "around" (``view_range`` = (yaw, pitch) half-ranges in radians around the latent's
+            posterior mean over ``view_mean_samples`` draws).
     """
 
     def __init__(
@@ -76,8 +90,13 @@ class GP3DLitModule(LightningModule):
         ema_rampup: float | None = 0.05,
         compile: bool = False,
         compile_backend: str = "inductor",
+        num_views: int = 1,
+        view_distribution: str = "posterior",
+        view_range: tuple[float, float] = (0.5, 0.25),
+        view_mean_samples: int = 16,
     ) -> None:
         super().__init__()
+        check_view_config(num_views, view_distribution, view_mean_samples)
         self.automatic_optimization = False
         # Only plain values go into the checkpoint (it must load with torch.load(weights_only=True)).
         self.save_hyperparameters(
@@ -139,23 +158,23 @@ class GP3DLitModule(LightningModule):
 
     def _fake(
         self, batch: Batch, sched, update_emas: bool
-    ) -> tuple[torch.Tensor, PatchParams, torch.Tensor | None]:
-        """Render a fake patch batch as D input; labels follow the data (a shuffled real batch)."""
-        b = batch.image.shape[0]
+    ) -> tuple[torch.Tensor, PatchParams, torch.Tensor | None, CameraParams]:
+        """Render B x V fake patches as D input (latent-major: row b * V + v is view v of latent
+        b, see ``views.py``); labels follow the data (a shuffled real batch). The tri-planes are
+        synthesised once per latent and rendered V times."""
+        b, v, hp = batch.image.shape[0], self.hparams.num_views, self.hparams
         z = torch.randn(b, self.G.z_dim, device=self.device)
         c = self.onehot(batch.label[torch.randperm(b, device=self.device)])
-        patch = self._patches(b, sched["patch_beta"])
-        out = self.G(
-            z,
-            c,
-            patch=patch,
-            resolution=self.hparams.patch_resolution,
-            density_noise_std=sched["nerf_noise"],
-            update_emas=update_emas,
-            adapt_depth=self.hparams.use_depth,
-        )
-        x = torch.cat([out.rgb, out.depth_adapted], 1) if self.hparams.use_depth else out.rgb
-        return x, patch, c
+        patch = view_patches(self._patches(b * v, sched["patch_beta"]), v)
+        # The draws in Generator.forward's order (ws, noise, cameras, rays): V = 1 is its step.
+        planes = self.G.synthesis(self.G.map(z, c, update_emas=update_emas), noise_mode="random")
+        cams = draw_view_cameras(
+            self.G.camera_prior, self.G.camera_generator, z, c, v, hp.view_distribution,
+            *hp.view_range, hp.view_mean_samples,
+        )  # fmt: skip
+        out = self.G.render(planes, cams, hp.patch_resolution, patch, sched["nerf_noise"], views=v)
+        x = torch.cat([out.rgb, self.G.normalized_depth(out.depth)], 1) if hp.use_depth else out.rgb
+        return x, patch, repeat_views(c, v), cams
 
     def _real(self, batch: Batch, sched) -> tuple[torch.Tensor, PatchParams]:
         x = torch.cat([batch.image, batch.depth], 1) if self.hparams.use_depth else batch.image
@@ -180,9 +199,11 @@ class GP3DLitModule(LightningModule):
     def _g_step(self, batch: Batch, sched, logs: dict) -> None:
         opt_g = self.optimizers()[0]
         self.toggle_optimizer(opt_g)
-        x, patch, c = self._fake(batch, sched, update_emas=False)
+        x, patch, c, _ = self._fake(batch, sched, update_emas=False)
         logits, _ = self._run_d(x, patch, c, sched)
-        loss = generator_loss(logits)
+        loss = generator_loss(
+            logits
+        )  # a mean over all B x V renders = the mean of the views' losses
         logs["train/loss_G"] = loss.detach()
         if self.camera_loss is not None and self.G.camera_generator is not None:
             cam_loss, cam_logs = self.camera_loss(self.G, self.kimg, self.device)
@@ -196,11 +217,15 @@ class GP3DLitModule(LightningModule):
         opt_d = self.optimizers()[1]
         self.toggle_optimizer(opt_d)
         with torch.no_grad():  # w_avg is tracked on this pass only (spec 1.1)
-            fake, patch_f, c_f = self._fake(batch, sched, update_emas=True)
+            fake, patch_f, c_f, cams = self._fake(batch, sched, update_emas=True)
         w_avg = getattr(self.G.mapping, "w_avg", None)
         if w_avg is not None:  # each rank tracked its own latents: keep G identical on all ranks
             average_over_ranks_([w_avg])
+        # Every view's fake (multiview_pti.md 1.4 reading (a)): D learns the distribution G's loss
+        # pushes on, all V views; the mean over B x V keeps the fake term's weight that of reals.
         logits_f, _ = self._run_d(fake, patch_f, c_f, sched)
+        if self.hparams.num_views > 1:
+            logs.update(self._view_logs(logits_f.detach(), cams))
         real, patch_r = self._real(batch, sched)
         logits_r, kd_pred = self._run_d(real, patch_r, self.onehot(batch.label), sched)
         loss = discriminator_loss(logits_r, logits_f)
@@ -222,6 +247,13 @@ class GP3DLitModule(LightningModule):
         self.manual_backward(loss)
         self._step(opt_d, self.D)
         self.untoggle_optimizer(opt_d)
+
+    def _view_logs(self, logits_f: torch.Tensor, cams: CameraParams) -> dict[str, torch.Tensor]:
+        v = self.hparams.num_views
+        logs = {f"train/logits_fake_view{i}": m for i, m in enumerate(per_view_means(logits_f, v))}
+        logs["train/logits_fake_view_std"] = view_logit_spread(logits_f, v)
+        logs["train/view_angle_spread"] = view_angle_spread(cams, v)
+        return logs
 
     def _r1_step(self, batch: Batch, sched, logs: dict) -> None:
         opt_d = self.optimizers()[1]
