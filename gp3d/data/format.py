@@ -20,6 +20,10 @@ Per sample (tar members named ``<__key__>.<ext>``; keys are digits/underscores, 
                     [near, far]; for evaluation only.
 ``camera.json``     synthetic only: the 8 ``gp3d.types.CAMERA_FIELDS`` of the true camera
                     (radians / degrees); for evaluation only, never used in training.
+``novel_*``         synthetic held-out splits made with ``novel_views = K`` only:
+                    ``novel_rgb.npy`` uint8 ``[K, H, W, 3]``, ``novel_depth_gt.npy`` float16
+                    ``[K, H, W]``, ``novel_cameras.json`` a list of K camera dicts: the same
+                    scene from other true cameras (read by ``gp3d/data/truth.py``).
 ==================  ==========================================================================
 
 ``manifest.json`` (see :func:`validate_manifest` for the required fields)::

@@ -4,7 +4,8 @@ For each held-out sample: invert its image with PTI under its *true* camera (fix
 benchmark measures geometry, not pose estimation) from the image alone (no depth target), then
 
 - compare the reconstruction's depth in that view with the true depth (AbsRel and si-log RMSE
-  after median scaling, on the true foreground; ``gp3d.metrics.geometry``), and
+  after median scaling, on the true foreground; ``gp3d.metrics.geometry``), next to the same
+  scores of a flat depth map (``*_flat``: what a billboard would get on these objects), and
 - render it from the sample's first novel true camera and compare with the dataset's render of
   the same scene from that camera (PSNR, SSIM, LPIPS).
 """
@@ -53,10 +54,13 @@ def sample_scores(out_depth, out_novel, truth: GroundTruth, i: int, lpips) -> di
     true_depth = truth.depth[i : i + 1]
     mask = geo.foreground_mask(true_depth, truth.near, truth.far)
     pred = out_depth.float().cpu().clamp(min=1e-6)
+    flat = torch.ones_like(true_depth)  # reference: a billboard (any constant depth)
     novel_true = truth.novel_image[i, :1]
     return {
         "abs_rel": float(geo.abs_rel(pred, true_depth, mask)[0]),
         "si_log_rmse": float(geo.si_log_rmse(pred, true_depth, mask)[0]),
+        "abs_rel_flat": float(geo.abs_rel(flat, true_depth, mask)[0]),
+        "si_log_rmse_flat": float(geo.si_log_rmse(flat, true_depth, mask)[0]),
         "novel_psnr": float(geo.psnr(out_novel, novel_true)[0]),
         "novel_ssim": float(geo.ssim(out_novel, novel_true)[0]),
         "novel_lpips": float(geo.lpips_distance(lpips, out_novel, novel_true)[0]),
