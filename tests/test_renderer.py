@@ -135,3 +135,19 @@ def test_unseeded_render_jitters_from_the_global_rng_as_in_training():
     state = torch.get_rng_state()
     r(field, origins, dirs, seed=0)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_generator_replays_a_render_and_leaves_the_global_rng_alone():
+    def field(points):
+        return torch.sin(points * 7), torch.cos(points[..., :1] * 11) * 3
+
+    r = VolumeRenderer(num_coarse=8, num_fine=8, chunk_rays=0)
+    origins = torch.tensor([0.0, 0.0, 1.0]).expand(2, 5, 3)
+    dirs = torch.nn.functional.normalize(torch.randn(2, 5, 3) - torch.tensor([0, 0, 3.0]), dim=-1)
+    state = torch.get_rng_state()
+    a = r(field, origins, dirs, generator=torch.Generator().manual_seed(5))
+    b = r(field, origins, dirs, generator=torch.Generator().manual_seed(5))
+    c = r(field, origins, dirs, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[1], c[1])
