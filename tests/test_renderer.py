@@ -1,6 +1,6 @@
 import torch
 
-from gp3d.models.compositing import composite
+from gp3d.models.compositing import composite, transmittance
 from gp3d.models.ray_samplers import importance_samples, sample_pdf, stratified_samples
 from gp3d.models.renderer import VolumeRenderer
 
@@ -151,3 +151,13 @@ def test_generator_replays_a_render_and_leaves_the_global_rng_alone():
     assert torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not torch.equal(a[1], c[1])
+
+
+def test_transmittance_is_the_light_left_before_each_sample():
+    t = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    sigma = torch.tensor([[[0.0], [float(torch.log(torch.tensor(2.0)))], [1e6], [1.0]]])
+    alpha, trans = transmittance(sigma, t)
+    # alpha = [0, 1/2, 1, 1]; T = [1, 1, 1/2, ~0] (+1e-10 per step as the original)
+    torch.testing.assert_close(trans, torch.tensor([[1.0, 1.0, 0.5, 0.0]]), atol=1e-6, rtol=0)
+    *_, w = composite(torch.zeros(1, 4, 3), sigma, t)
+    torch.testing.assert_close(w, alpha * trans)
