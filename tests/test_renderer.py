@@ -161,3 +161,20 @@ def test_transmittance_is_the_light_left_before_each_sample():
     torch.testing.assert_close(trans, torch.tensor([[1.0, 1.0, 0.5, 0.0]]), atol=1e-6, rtol=0)
     *_, w = composite(torch.zeros(1, 4, 3), sigma, t)
     torch.testing.assert_close(w, alpha * trans)
+
+
+def test_triplane_features_per_plane_and_their_mean():
+    from gp3d.models.triplane import sample_triplane_features, sample_triplanes
+
+    planes = torch.zeros(1, 3, 2, 4, 4)
+    planes[:, 1] = 3.0  # only the second plane carries features
+    points = torch.rand(1, 5, 3) - 0.5  # inside the cube
+    per_plane = sample_triplane_features(planes, points)
+    assert per_plane.shape == (1, 3, 5, 2)
+    torch.testing.assert_close(per_plane[:, 1], torch.full((1, 5, 2), 3.0))
+    assert (per_plane[:, [0, 2]] == 0).all()
+    planes = torch.randn(2, 3, 4, 6, 6)
+    points = torch.rand(2, 7, 3) - 0.5
+    torch.testing.assert_close(
+        sample_triplanes(planes, points), sample_triplane_features(planes, points).mean(dim=1)
+    )
