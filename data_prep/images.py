@@ -6,15 +6,13 @@ downloads and the odd non-image. :func:`load_rgb` converts what can be converted
 counts skips instead of crashing halfway through a million images.
 """
 
-import io
 import os
-import struct
 import warnings
-import zlib
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from gp3d.data.decode import png16_first_channel
 from gp3d.data.pixels import ALPHA_BACKGROUND, to_rgb  # noqa: F401  (one conversion for loader and writers)
 
 # Reasons recorded in manifests ("skipped": {reason: count, ...}).
@@ -73,33 +71,23 @@ def load_rgb(path: str | os.PathLike, min_size: int = 1) -> np.ndarray:
     return load_rgb_and_mode(path, min_size)[0]
 
 
-def _grey_alpha_16(path: str | os.PathLike) -> np.ndarray | None:
-    """Grey channel of a 16-bit grey + alpha PNG (LeReS maps, spec 5.1) at full precision, or
-    None for any other file. Pillow decodes such PNGs to 8-bit RGBA, dropping the low bytes;
-    relabelled as 8-bit RGBA (also 4 bytes a pixel, so the same row filters) its pixels hold
-    the raw bytes: grey = R * 256 + G."""
-    with open(path, "rb") as f:
-        data = bytearray(f.read())
-    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR" or data[24:26] != b"\x10\x04":
-        return None
-    data[24:26] = b"\x08\x06"  # bit depth 16 -> 8, colour type grey+alpha -> RGBA
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    with Image.open(io.BytesIO(bytes(data))) as img:
-        a = np.asarray(img)
-    return (a[..., 0].astype(np.uint16) << 8) | a[..., 1]
-
-
 def load_depth(path: str | os.PathLike) -> np.ndarray:
-    """A depth PNG as uint16 ``[H, W]``: 16-bit kept as is, 8-bit scaled by 256; of a
-    multi-channel map, channel 0 (spec 5.1, as the original loader)."""
+    """A depth PNG as uint16 ``[H, W]``: 16-bit kept as is (every PNG layout, see
+    :func:`gp3d.data.decode.png16_first_channel`), 8-bit scaled by 256; of a multi-channel map,
+    channel 0 (spec 5.1, as the original loader)."""
     img = _open(path)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         a = np.asarray(img)
         return np.clip(a, 0, 65535).astype(np.uint16)
-    if img.mode in ("RGBA", "LA") and img.format == "PNG":
-        grey = _grey_alpha_16(path)
-        if grey is not None:
-            return grey
+    if img.mode in ("RGB", "RGBA", "LA") and img.format == "PNG":
+        with open(path, "rb") as f:
+            data = f.read()
+        try:
+            wide = png16_first_channel(data)
+        except ValueError as err:
+            raise ImageSkip(UNREADABLE, f"{os.fspath(path)}: {err}") from err
+        if wide is not None:
+            return wide
     if img.mode in ("RGB", "RGBA", "LA"):
         return np.asarray(img, dtype=np.uint16)[..., 0] * 256
     if img.mode in ("L", "P"):

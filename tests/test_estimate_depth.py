@@ -292,3 +292,27 @@ def test_corrupt_tiff_frame_is_a_counted_skip_not_a_crash(tmp_path):
         load_rgb(tmp_path / "x.tif")
     i, pixels, why = _ImageInputs(tmp_path, ["x.tif"], processor=None)[0]
     assert (i, pixels) == (0, None) and why[0] == "unreadable"
+
+
+@pytest.mark.parametrize("layout", ["grey16", "grey_alpha16", "rgb16", "rgba16"])
+def test_16bit_depth_png_every_layout_round_trips(tmp_path, layout):
+    """Every 16-bit PNG layout keeps its low byte in data_prep and in the training decoder;
+    depth is the first channel (grey, or R of RGB(A)); the other channels differ on purpose."""
+    import cv2
+
+    from gp3d.data.decode import decode_depth_raw
+
+    rng = np.random.default_rng(1)
+    depth = rng.integers(0, 65536, (6, 8)).astype(np.uint16)
+    depth[0, :4] = [1, 255, 257, 65535]  # low byte set
+    other = rng.integers(0, 65536, (6, 8, 3)).astype(np.uint16)
+    if layout == "grey_alpha16":
+        data = _png_grey_alpha_16(depth)
+    else:
+        chans = {"grey16": depth, "rgb16": np.dstack([other[..., 1], other[..., 0], depth])}
+        chans["rgba16"] = np.dstack([chans["rgb16"], other[..., 2]])  # OpenCV writes BGR(A)
+        data = cv2.imencode(".png", chans[layout])[1].tobytes()
+    path = tmp_path / "x_depth.png"
+    path.write_bytes(data)
+    for raw in (load_depth(path), decode_depth_raw(data)):
+        assert raw.dtype == np.uint16 and np.array_equal(raw, depth)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from gp3d.metrics.nfs import mean_non_flatness_score, non_flatness_score
+from gp3d.metrics.nfs import depth_histograms, mean_non_flatness_score, non_flatness_score
 
 NEAR, FAR = 0.75, 1.25
 
@@ -47,3 +47,13 @@ def test_compute_nfs_is_seeded_and_leaves_the_callers_rng_alone(tmp_path):
     torch.manual_seed(999)  # a different caller state must not matter
     assert compute_nfs(G, num_samples=3, resolution=8, batch_size=2, seed=5) == a
     assert 1.0 <= a <= 64.0
+
+
+def test_depth_histograms_count_pixels_per_bin():
+    depth = torch.tensor([[[0.5, 0.8, 0.8, 1.3]]])  # clamped to [0.75, 1.25]: 0.75, 0.8, 0.8, 1.25
+    h = depth_histograms(depth, 0.75, 1.25, num_bins=2)
+    torch.testing.assert_close(h, torch.tensor([[3.0, 1.0]]))
+    p = h / 4  # NFS = exp(entropy) of these counts
+    expected = math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    assert abs(non_flatness_score(depth, 0.75, 1.25, num_bins=2).item() - expected) < 1e-5
+    assert torch.equal(p.sum(), torch.tensor(1.0))

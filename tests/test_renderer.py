@@ -1,6 +1,6 @@
 import torch
 
-from gp3d.models.compositing import composite
+from gp3d.models.compositing import composite, transmittance
 from gp3d.models.ray_samplers import importance_samples, sample_pdf, stratified_samples
 from gp3d.models.renderer import VolumeRenderer
 
@@ -135,3 +135,46 @@ def test_unseeded_render_jitters_from_the_global_rng_as_in_training():
     state = torch.get_rng_state()
     r(field, origins, dirs, seed=0)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_generator_replays_a_render_and_leaves_the_global_rng_alone():
+    def field(points):
+        return torch.sin(points * 7), torch.cos(points[..., :1] * 11) * 3
+
+    r = VolumeRenderer(num_coarse=8, num_fine=8, chunk_rays=0)
+    origins = torch.tensor([0.0, 0.0, 1.0]).expand(2, 5, 3)
+    dirs = torch.nn.functional.normalize(torch.randn(2, 5, 3) - torch.tensor([0, 0, 3.0]), dim=-1)
+    state = torch.get_rng_state()
+    a = r(field, origins, dirs, generator=torch.Generator().manual_seed(5))
+    b = r(field, origins, dirs, generator=torch.Generator().manual_seed(5))
+    c = r(field, origins, dirs, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[1], c[1])
+
+
+def test_transmittance_is_the_light_left_before_each_sample():
+    t = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    sigma = torch.tensor([[[0.0], [float(torch.log(torch.tensor(2.0)))], [1e6], [1.0]]])
+    alpha, trans = transmittance(sigma, t)
+    # alpha = [0, 1/2, 1, 1]; T = [1, 1, 1/2, ~0] (+1e-10 per step as the original)
+    torch.testing.assert_close(trans, torch.tensor([[1.0, 1.0, 0.5, 0.0]]), atol=1e-6, rtol=0)
+    *_, w = composite(torch.zeros(1, 4, 3), sigma, t)
+    torch.testing.assert_close(w, alpha * trans)
+
+
+def test_triplane_features_per_plane_and_their_mean():
+    from gp3d.models.triplane import sample_triplane_features, sample_triplanes
+
+    planes = torch.zeros(1, 3, 2, 4, 4)
+    planes[:, 1] = 3.0  # only the second plane carries features
+    points = torch.rand(1, 5, 3) - 0.5  # inside the cube
+    per_plane = sample_triplane_features(planes, points)
+    assert per_plane.shape == (1, 3, 5, 2)
+    torch.testing.assert_close(per_plane[:, 1], torch.full((1, 5, 2), 3.0))
+    assert (per_plane[:, [0, 2]] == 0).all()
+    planes = torch.randn(2, 3, 4, 6, 6)
+    points = torch.rand(2, 7, 3) - 0.5
+    torch.testing.assert_close(
+        sample_triplanes(planes, points), sample_triplane_features(planes, points).mean(dim=1)
+    )

@@ -9,6 +9,7 @@ operations in the same order, so they give bit-identical values.
 import io
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -26,13 +27,38 @@ def decode_image_u8(data: bytes) -> np.ndarray:
         return np.asarray(img if img.mode == "RGB" else to_rgb(img))
 
 
+_COLOUR_MODES = ("LA", "RGB", "RGBA")  # Pillow's modes for 16-bit grey+alpha / RGB / RGBA PNGs
+
+
+def png16_first_channel(data: bytes) -> np.ndarray | None:
+    """The first channel of a 16-bit PNG of any layout as uint16 ``[H, W]``, or None when the
+    PNG is 8-bit. Pillow reads 16-bit grey+alpha, RGB and RGBA PNGs as 8 bits a channel (the
+    low byte is lost), so these go through OpenCV (libpng), which keeps 16 bits.
+
+    Depth is the first channel (grey, or R of RGB(A)), as the original loader reads channel 0
+    (spec 5.1); other channels (alpha, copies of the grey) are ignored.
+    """
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise ValueError("OpenCV cannot decode this PNG (corrupt or truncated)")
+    if arr.dtype != np.uint16:
+        return None
+    # OpenCV orders colour as BGR(A) and expands grey+alpha to BGRA: the first PNG channel is 2.
+    return arr if arr.ndim == 2 else np.ascontiguousarray(arr[..., 2])
+
+
 def decode_depth_raw(data: bytes) -> np.ndarray:
     """Depth PNG -> raw 16-bit depth ``[H, W]`` (uint16, or float32 for wider PNG modes).
 
-    16-bit PNGs are used as is; 8-bit ones (ZoeDepth-style) are multiplied by 256; of a
-    multi-channel PNG, channel 0 is used (as the original loader does).
+    16-bit PNGs of every layout are used at full precision (see :func:`png16_first_channel`);
+    8-bit ones (ZoeDepth-style) are multiplied by 256; of a multi-channel PNG, channel 0 is
+    used (as the original loader does).
     """
     with Image.open(io.BytesIO(data)) as img:
+        if img.format == "PNG" and img.mode in _COLOUR_MODES:  # header only: 16 or 8 bit?
+            wide = png16_first_channel(data)
+            if wide is not None:
+                return wide
         arr = np.asarray(img)
     if arr.ndim == 3:
         arr = arr[..., 0]

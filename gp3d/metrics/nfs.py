@@ -16,12 +16,20 @@ import torch
 ENTROPY_EPS = 1e-12
 
 
+def depth_histograms(
+    depth: torch.Tensor, near: float, far: float, num_bins: int = 64
+) -> torch.Tensor:
+    """Per-image pixel counts [B, num_bins] of the depth clamped to [near, far] (the NFS input)."""
+    flat = depth.detach().reshape(depth.shape[0], -1).float().clamp(near, far)
+    return torch.stack([torch.histc(d, bins=num_bins, min=near, max=far) for d in flat])
+
+
 def non_flatness_score(
     depth: torch.Tensor, near: float, far: float, num_bins: int = 64
 ) -> torch.Tensor:
-    """Per-image NFS [B] of metric depth maps [B, 1, H, W] or [B, H, W]."""
-    flat = depth.detach().reshape(depth.shape[0], -1).float().clamp(near, far)
-    counts = torch.stack([torch.histc(d, bins=num_bins, min=near, max=far) for d in flat])
+    """Per-image NFS [B] of metric depth maps [B, 1, H, W] or [B, H, W]; the histograms it
+    uses are :func:`depth_histograms`."""
+    counts = depth_histograms(depth, near, far, num_bins)
     p = counts / counts.sum(dim=1, keepdim=True)
     entropy = -(p * torch.log(p + ENTROPY_EPS)).sum(dim=1)
     return entropy.exp()

@@ -21,6 +21,15 @@ def density_activation(raw: torch.Tensor, cut_quantile: float | None = None) -> 
     return sigma
 
 
+def transmittance(sigma: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha and T [..., S] from density [..., S, 1] and sample positions d [..., S]:
+    T_i = prod_{j<i} (1 - alpha_j + 1e-10), T_0 = 1, with an infinite last delta (spec 2.5)."""
+    deltas = torch.cat([d[..., 1:] - d[..., :-1], torch.full_like(d[..., :1], INF_DELTA)], dim=-1)
+    alpha = 1.0 - torch.exp(-sigma[..., 0] * deltas)
+    trans = torch.cumprod(1.0 - alpha + 1e-10, dim=-1)
+    return alpha, torch.cat([torch.ones_like(trans[..., :1]), trans[..., :-1]], dim=-1)
+
+
 def composite(
     rgb: torch.Tensor, sigma: torch.Tensor, t: torch.Tensor, deltas_t: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -34,14 +43,10 @@ def composite(
             s-space distances, spec 2.4 / P4).
 
     Returns:
-        rgb [..., 3], depth [..., 1], opacity [..., 1] and weights [..., S]. No division by the
+        rgb [..., 3], depth [..., 1], opacity [..., 1] and weights [..., S] (the transmittance itself: :func:`transmittance`). No division by the
         weight sum; with the infinite last delta the weights sum to ~1 (spec 2.5).
     """
-    d = t if deltas_t is None else deltas_t
-    deltas = torch.cat([d[..., 1:] - d[..., :-1], torch.full_like(d[..., :1], INF_DELTA)], dim=-1)
-    alpha = 1.0 - torch.exp(-sigma[..., 0] * deltas)
-    trans = torch.cumprod(1.0 - alpha + 1e-10, dim=-1)
-    trans = torch.cat([torch.ones_like(trans[..., :1]), trans[..., :-1]], dim=-1)
+    alpha, trans = transmittance(sigma, t if deltas_t is None else deltas_t)
     weights = alpha * trans
     rgb_out = (weights[..., None] * rgb).sum(dim=-2)
     depth = (weights * t).sum(dim=-1, keepdim=True)

@@ -53,12 +53,15 @@ class VolumeRenderer(nn.Module):
         far: float | None = None,
         seed: int | None = None,
         chunk_rays: int | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Render rays [B, N, 3] -> rgb [B, N, 3], depth [B, N, 1], opacity [B, N, 1].
 
         ``seed``: draw the stratified and importance-sampling jitter from a hash of
         (seed, ray index) instead of the global RNG, so the image does not depend on the chunk
         size (inference, tests). ``chunk_rays`` overrides the module's chunk size for this call.
+        ``generator``: draw the stratified and importance uniforms from it instead of the global
+        RNG (ignored with ``seed``), so a render can be replayed exactly.
         """
         b, n = origins.shape[:2]
         chunk_rays = self.chunk_rays if chunk_rays is None else chunk_rays
@@ -76,6 +79,7 @@ class VolumeRenderer(nn.Module):
                 steps_multiplier,
                 far if far is not None else self.far,
                 None if ray_ids is None else (seed, ray_ids[:, i : i + chunk]),
+                generator,
             )
             for i in range(0, n, chunk)
         ]
@@ -90,7 +94,16 @@ class VolumeRenderer(nn.Module):
         return rgb.reshape(b, n, s, 3), raw.reshape(b, n, s, 1)
 
     def _render_chunk(
-        self, field, origins, dirs, noise_std, cut_quantile, steps_multiplier, far, seeded=None
+        self,
+        field,
+        origins,
+        dirs,
+        noise_std,
+        cut_quantile,
+        steps_multiplier,
+        far,
+        seeded=None,
+        generator=None,
     ):
         near, span = self.near, far - self.near
         b, n, _ = origins.shape
@@ -100,6 +113,10 @@ class VolumeRenderer(nn.Module):
             seed, ids = seeded
             u_coarse = ray_uniforms(seed, 0, ids, n_coarse)
             u_fine = ray_uniforms(seed, 1, ids, n_fine) if n_fine > 0 else None
+        elif generator is not None:  # same draw order as the global-RNG path
+            dev = origins.device
+            u_coarse = torch.rand(b, n, n_coarse, device=dev, generator=generator)
+            u_fine = torch.rand(b, n, n_fine, device=dev, generator=generator) if n_fine else None
         s_coarse = stratified_samples((b, n), n_coarse, origins.device, u=u_coarse)
         t_coarse = near + s_coarse * span
         rgb_c, raw_c = self._evaluate(field, origins, dirs, t_coarse, noise_std)

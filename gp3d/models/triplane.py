@@ -10,6 +10,24 @@ from gp3d.models.layers import FullyConnected
 PLANE_AXES = ((0, 1), (0, 2), (1, 2))
 
 
+def sample_triplane_features(
+    planes: torch.Tensor, points: torch.Tensor, cube_scale: float = 0.5
+) -> torch.Tensor:
+    """Per-plane features [B, 3, M, C] at world points (planes in ``PLANE_AXES`` order), before
+    :func:`sample_triplanes` averages them; for inspecting what each plane contributes."""
+    b, n_planes, c, h, w = planes.shape
+    coords = points / cube_scale
+    grid = torch.stack([coords[..., list(ax)] for ax in PLANE_AXES], dim=1)  # [B, 3, M, 2]
+    feats = F.grid_sample(
+        planes.reshape(b * n_planes, c, h, w),
+        grid.reshape(b * n_planes, 1, -1, 2).to(planes.dtype),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=True,
+    )  # [B*3, C, 1, M]
+    return feats.reshape(b, n_planes, c, -1).transpose(2, 3)
+
+
 def sample_triplanes(
     planes: torch.Tensor, points: torch.Tensor, cube_scale: float = 0.5
 ) -> torch.Tensor:
@@ -24,17 +42,7 @@ def sample_triplanes(
         [B, M, C] features, the **mean** over the three planes (not sum or concat). Outside the
         cube the features are zero (zero padding), as in the original.
     """
-    b, n_planes, c, h, w = planes.shape
-    coords = points / cube_scale
-    grid = torch.stack([coords[..., list(ax)] for ax in PLANE_AXES], dim=1)  # [B, 3, M, 2]
-    feats = F.grid_sample(
-        planes.reshape(b * n_planes, c, h, w),
-        grid.reshape(b * n_planes, 1, -1, 2).to(planes.dtype),
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=True,
-    )  # [B*3, C, 1, M]
-    return feats.reshape(b, n_planes, c, -1).mean(dim=1).transpose(1, 2)
+    return sample_triplane_features(planes, points, cube_scale).mean(dim=1)
 
 
 class TriPlaneDecoder(nn.Module):
