@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gp3d.config_checks import ConfigError, check_config
 from gp3d.data.format import manifest_sha256
 from gp3d.data.prepare import prepare_dataset
 from gp3d.models.param_count import format_parameter_table, parameter_counts
@@ -22,10 +23,6 @@ from gp3d.utils.instantiate import instantiate_list
 from gp3d.utils.resume import resolve_resume
 
 log = logging.getLogger("gp3d.train")
-
-
-class ConfigError(ValueError):
-    """The composed config contradicts itself or the dataset."""
 
 
 def resolve_against_data(cfg: DictConfig, datamodule) -> None:
@@ -76,6 +73,7 @@ def data_info(datamodule) -> dict:
 
 
 def train(cfg: DictConfig) -> dict:
+    check_config(cfg)  # before any data, model or compute: one message naming every bad setting
     configure_wandb_mode()
     configure_tf32(cfg.get("tf32", True))
     L.seed_everything(cfg.seed, workers=True)

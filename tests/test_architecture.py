@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # gp3d's units by layer, lowest first. A unit is a subpackage or a top-level module; the
 # top-level modules not listed under lower layers are the commands (`python -m gp3d.X`).
 LAYERS = [
-    {"gp3d", "gp3d.types", "gp3d.utils"},
+    {"gp3d", "gp3d.types", "gp3d.utils", "gp3d.config_checks"},
     {"gp3d.models", "gp3d.data"},
     {"gp3d.training", "gp3d.inference"},
     {"gp3d.metrics"},

@@ -19,9 +19,11 @@ from gp3d.data import GP3DDataModule
 from gp3d.data.shards import (
     Decode,
     DecodeRaw,
+    NextPass,
     RandomXFlip,
     Shuffle,
     SplitByNode,
+    StreamPosition,
     TakeWorkerShare,
     decode_depth,
     decode_image,
@@ -418,10 +420,11 @@ def test_pipeline_matches_the_webdataset_per_sample_reference(tmp_path):
               use_embeddings=True)  # fmt: skip
     ours = list(make_pipeline(urls, **kw))
     shards = wds.ResampledShards(urls, seed=3, deterministic=True, worker_seed=lambda: 0)
+    pos = StreamPosition()
     reference = wds.DataPipeline(
-        shards, SplitByNode(0, 1), wds.split_by_worker, wds.tarfile_to_samples(),
-        Shuffle(5, 3, 0), wds.map(Decode(RES, True)), _TensorXFlip(0.5, 3, 0),
-        wds.batched(4, collation_fn=_tensor_collate, partial=False), TakeWorkerShare(9),
+        shards, NextPass(pos), SplitByNode(0, 1), wds.split_by_worker, wds.tarfile_to_samples(),
+        Shuffle(5, 3, 0, pos), wds.map(Decode(RES, True)), _TensorXFlip(0.5, 3, 0, pos),
+        wds.batched(4, collation_fn=_tensor_collate, partial=False), TakeWorkerShare(9, pos),
     )  # fmt: skip
     expected = list(reference)
     assert len(ours) == len(expected) == 9
@@ -449,22 +452,41 @@ def test_decoders_match_the_spec_formulas_bit_for_bit():
         assert torch.equal(depth, torch.from_numpy(expected)[None] / 65536.0 * 2.0 - 1.0)
 
 
-def test_resumed_run_draws_a_new_stream_not_a_replay(synth):
+def _stream(synth, nimg: int, epochs: int, num_workers: int) -> list[torch.Tensor]:
+    """The images of ``epochs`` passes of a loader made after ``nimg`` images (a resume)."""
     from types import SimpleNamespace
 
-    from gp3d.data.datamodule import stream_seed
+    dm = GP3DDataModule(
+        str(synth),
+        batch_size=4,
+        num_workers=num_workers,
+        epoch_images=12,
+        seed=3,
+        shuffle_buffer=8,
+    )
+    # What Lightning shows the datamodule after restoring a checkpoint.
+    module = SimpleNamespace(nimg=torch.tensor(nimg))
+    dm.trainer = SimpleNamespace(lightning_module=module, global_rank=0, world_size=1)
+    loader = dm.train_dataloader()
+    return [b.image for _ in range(epochs) for b in loader]  # one iter() per epoch, as Lightning
 
-    def first_batch(nimg: int | None):
-        dm = GP3DDataModule(str(synth), batch_size=4, num_workers=0, epoch_images=8, seed=3)
-        if nimg is not None:  # what Lightning shows the datamodule after restoring a checkpoint
-            module = SimpleNamespace(nimg=torch.tensor(nimg))
-            dm.trainer = SimpleNamespace(lightning_module=module, global_rank=0, world_size=1)
-        return next(iter(dm.train_dataloader())).image
 
-    fresh = first_batch(None)
-    assert torch.equal(first_batch(0), fresh)  # a fresh run: the configured seed, unchanged
-    assert stream_seed(3, 0) == 3
-    resumed = first_batch(4096)
-    assert not torch.equal(resumed, fresh)
-    assert torch.equal(first_batch(4096), resumed)  # deterministic given (seed, nimg)
-    assert stream_seed(3, 4096) != stream_seed(3, 8192)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resumed_stream_continues_exactly_where_it_stopped(synth, num_workers):
+    """3 batches an epoch; resumed mid-epoch, at an epoch boundary and in a later epoch, the
+    stream yields exactly the uninterrupted stream's remaining batches: none repeated or
+    skipped, same shards, shuffles and flips (and the first, shorter pass ends the epoch)."""
+    full = _stream(synth, 0, 3, num_workers)
+    assert len(full) == 9
+    for done in (1, 3, 5):
+        resumed = _stream(synth, done * 4, 3 - done // 3, num_workers)
+        assert len(resumed) == 9 - done
+        assert all(torch.equal(a, b) for a, b in zip(resumed, full[done:], strict=True)), done
+
+
+def test_stream_position_counts_whole_passes_and_batches():
+    from gp3d.data.datamodule import stream_position
+
+    assert stream_position(0, 4, 3) == (0, 0)
+    assert stream_position(20, 4, 3) == (1, 2)  # 5 batches: one pass of 3, then 2
+    assert stream_position(24, 4, 3) == (2, 0)

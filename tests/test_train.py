@@ -129,12 +129,14 @@ def test_smoke_run_leaves_checkpoints_samples_logs_and_resumes(tmp_path, data_di
     import gp3d.data.datamodule as datamodule
 
     starts = []
-    seed_of = datamodule.stream_seed
-    monkeypatch.setattr(datamodule, "stream_seed", lambda s, n: starts.append(n) or seed_of(s, n))
+    position_of = datamodule.stream_position
+    monkeypatch.setattr(
+        datamodule, "stream_position", lambda n, *a: starts.append(n) or position_of(n, *a)
+    )
     monkeypatch.setattr(LitModule, "_fake", _recording_fake(resumed_z := []))
     out2 = train(cfg2)
     assert out2["model"].nimg.item() == 20  # continued from 12, not restarted
-    assert starts == [12]  # the loader was made after the restore: a new data stream, no replay
+    assert starts == [12]  # the loader was made after the restore: the stream continues at 12
     # ... and new latents: a resumed run must not replay the fakes it drew from kimg 0
     assert not torch.equal(resumed_z[0], first_z[0])
     # EMA weights come back from the checkpoint too

@@ -9,7 +9,6 @@ import math
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -17,13 +16,11 @@ from gp3d.data.format import DatasetFormatError, read_manifest, shard_paths
 from gp3d.data.shards import make_pipeline
 
 
-def stream_seed(seed: int, start_nimg: int) -> int:
-    """The data stream's seed: ``seed`` for a fresh run; for a run resumed at ``start_nimg``
-    images a different, deterministic one, so a resumed run does not replay the images, crops
-    and flips it began with (the stream's RNG state is not in the checkpoint)."""
-    if start_nimg <= 0:
-        return seed
-    return int(np.random.SeedSequence([seed, start_nimg]).generate_state(1)[0])
+def stream_position(start_nimg: int, batch_size: int, batches_per_epoch: int) -> tuple[int, int]:
+    """(passes over the data completed, batches of the current pass used) after ``start_nimg``
+    images in global batches of ``batch_size``: where a resumed run's data stream continues, so
+    no sample of the epoch is repeated or skipped (every pass has exactly batches_per_epoch)."""
+    return divmod(start_nimg // batch_size, batches_per_epoch)
 
 
 class GP3DDataModule(L.LightningDataModule):
@@ -136,6 +133,9 @@ class GP3DDataModule(L.LightningDataModule):
         self.manifest  # noqa: B018 - validate early, on every rank
 
     def train_dataloader(self) -> DataLoader:
+        start_pass, skip_batches = stream_position(
+            self._start_nimg(), self.batch_size, self.batches_per_epoch
+        )
         dataset = make_pipeline(
             shard_paths(self.path, self.manifest),
             resolution=self.resolution,
@@ -146,11 +146,16 @@ class GP3DDataModule(L.LightningDataModule):
             shuffle_buffer=self.shuffle_buffer,
             xflip=self.xflip,
             use_embeddings=self.use_embeddings,
-            seed=stream_seed(self.seed, self._start_nimg()),
+            seed=self.seed,
+            start_pass=start_pass,
+            skip_batches=skip_batches,
         )
         workers = self.num_workers
         return DataLoader(
             dataset,
+            # Its own generator: an iterator's base seed would otherwise be drawn from the global
+            # RNG at every epoch start, which a resumed run (restored RNG) would see shifted.
+            generator=torch.Generator().manual_seed(self.seed),
             batch_size=None,  # the pipeline batches (and drops partial batches) itself
             num_workers=workers,
             pin_memory=self.pin_memory,

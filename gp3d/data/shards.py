@@ -18,6 +18,12 @@ The shard format is documented in ``data_prep/common.py``. Stages, in order:
 Every random stage seeds itself from (seed, rank, worker, pass over the data), so a run is
 reproducible for fixed (seed, world size, num_workers); with persistent workers each pass
 (epoch) draws new shards, shuffles and flips.
+
+Resume (:class:`StreamPosition`): a run restored after ``skip_batches`` batches of pass
+``start_pass`` starts every stage at that pass and drops the samples the first pass had already
+used as *references*, before any bytes are read or decoded (the flip RNG skips their draws), so
+it yields exactly the batches the uninterrupted run would have yielded next, for the cost of
+reading tar headers.
 """
 
 import random
@@ -61,17 +67,103 @@ def _worker() -> tuple[int, int]:
     return (info.id, info.num_workers) if info is not None else (0, 1)
 
 
+class StreamPosition:
+    """Which pass over the data this process's pipeline is in, and where a resumed run starts.
+
+    One object shared by the stages of a pipeline (each DataLoader worker holds its own copy).
+    :class:`NextPass` advances it when a pass is built, before any stage draws. A resumed run
+    starts at pass ``start_pass`` with ``skip_batches`` batches of it used. Its DataLoader takes
+    the first batch from worker 0, which must therefore play the worker that would have given
+    batch ``skip_batches``: on that first pass, physical worker ``i`` acts as worker
+    ``(i + skip_batches) % num_workers`` (shard split, seeds and share alike).
+    """
+
+    def __init__(self, start_pass: int = 0, skip_batches: int = 0, per_device_batch: int = 1):
+        self.start_pass, self.skip_batches = start_pass, skip_batches
+        self.per_device_batch = per_device_batch
+        self.current_pass = start_pass - 1
+
+    @property
+    def resuming(self) -> bool:
+        return self.current_pass == self.start_pass and self.skip_batches > 0
+
+    def worker(self) -> tuple[int, int]:
+        """(worker id as far as the data stream goes, number of workers)."""
+        worker, num_workers = _worker()
+        if self.resuming:
+            worker = (worker + self.skip_batches) % num_workers
+        return worker, num_workers
+
+    def used_batches(self) -> int:
+        """Batches this worker had given in the current pass before the resume."""
+        if not self.resuming:
+            return 0
+        worker, num_workers = self.worker()
+        return max(0, (self.skip_batches - worker + num_workers - 1) // num_workers)
+
+
+def _same_stream_everywhere() -> int:
+    return 0  # ResampledShards' worker seed: one stream, then split by node and worker
+
+
+class PassShards(wds.ResampledShards):
+    """``wds.ResampledShards`` whose per-pass seed follows :class:`StreamPosition` rather than
+    its own count of iterations (a worker with nothing left to give in a resumed pass is never
+    iterated, so its count would fall behind)."""
+
+    def __init__(self, urls: list[str], seed: int, position: StreamPosition) -> None:
+        super().__init__(urls, seed=seed, deterministic=True, worker_seed=_same_stream_everywhere)
+        self.position = position
+
+    def __iter__(self):
+        self.epoch = self.position.current_pass - 1  # the base class adds 1, then seeds
+        yield from super().__iter__()
+
+
+class NextPass:
+    """Pipeline stage (a plain function call, run when a pass is built): advance the pass."""
+
+    def __init__(self, position: StreamPosition) -> None:
+        self.position = position
+
+    def __call__(self, src: Iterator) -> Iterator:
+        self.position.current_pass += 1
+        return src
+
+
+class SplitByWorker:
+    """Every ``num_workers``-th item from the (logical) worker's id on (webdataset's rule)."""
+
+    def __init__(self, position: StreamPosition) -> None:
+        self.position = position
+
+    def __call__(self, src: Iterator) -> Iterator:
+        worker, num_workers = self.position.worker()
+        return islice(src, worker, None, num_workers)
+
+
+class SkipUsed:
+    """Drop the samples this worker had used in a resumed pass, as references (nothing read)."""
+
+    def __init__(self, position: StreamPosition) -> None:
+        self.position = position
+
+    def __call__(self, src: Iterator) -> Iterator:
+        used = self.position.used_batches() * self.position.per_device_batch
+        return islice(src, used, None)
+
+
 class _Seeded:
     """A stage with a fresh RNG per pass, seeded by (seed, salt, rank, worker, pass)."""
 
     salt = 0
 
-    def __init__(self, seed: int, rank: int) -> None:
-        self.seed, self.rank, self.passes = seed, rank, 0
+    def __init__(self, seed: int, rank: int, position: StreamPosition) -> None:
+        self.seed, self.rank, self.position = seed, rank, position
 
     def _rng(self) -> random.Random:
-        state = [self.seed, self.salt, self.rank, _worker()[0], self.passes]
-        self.passes += 1
+        pos = self.position
+        state = [self.seed, self.salt, self.rank, pos.worker()[0], pos.current_pass]
         return random.Random(int(np.random.SeedSequence(state).generate_state(1)[0]))
 
 
@@ -80,8 +172,8 @@ class Shuffle(_Seeded):
 
     salt = 1
 
-    def __init__(self, bufsize: int, seed: int, rank: int) -> None:
-        super().__init__(seed, rank)
+    def __init__(self, bufsize: int, seed: int, rank: int, position: StreamPosition) -> None:
+        super().__init__(seed, rank, position)
         self.bufsize = bufsize
 
     def __call__(self, src: Iterator[dict]) -> Iterator[dict]:
@@ -105,12 +197,14 @@ class RandomXFlip(_Seeded):
 
     salt = 2
 
-    def __init__(self, p: float, seed: int, rank: int) -> None:
-        super().__init__(seed, rank)
+    def __init__(self, p: float, seed: int, rank: int, position: StreamPosition) -> None:
+        super().__init__(seed, rank, position)
         self.p = p
 
     def __call__(self, src: Iterator[dict]) -> Iterator[dict]:
         rng = self._rng()
+        for _ in range(self.position.used_batches() * self.position.per_device_batch):
+            rng.random()  # the draws of the samples SkipUsed dropped
         for sample in src:
             if rng.random() < self.p:
                 sample = {
@@ -132,15 +226,16 @@ class SplitByNode:
 
 
 class TakeWorkerShare:
-    """This DataLoader worker's share of ``num_batches`` (shares differ by at most one)."""
+    """This DataLoader worker's share of ``num_batches`` (shares differ by at most one), less
+    the batches it had already given on the first pass of a resumed run."""
 
-    def __init__(self, num_batches: int) -> None:
-        self.num_batches = num_batches
+    def __init__(self, num_batches: int, position: StreamPosition) -> None:
+        self.num_batches, self.position = num_batches, position
 
     def __call__(self, src: Iterator) -> Iterator:
-        worker, num_workers = _worker()
+        worker, num_workers = self.position.worker()
         share = self.num_batches // num_workers + int(worker < self.num_batches % num_workers)
-        return islice(src, share)
+        return islice(src, max(share - self.position.used_batches(), 0))
 
 
 def collate(samples: list[dict[str, Any]]) -> PinnableBatch:
@@ -169,10 +264,6 @@ class EpochPipeline(wds.DataPipeline):
         return self.num_batches
 
 
-def _same_stream_everywhere() -> int:
-    return 0  # ResampledShards' worker seed: one stream, then split by node and worker
-
-
 def make_pipeline(
     urls: list[str],
     *,
@@ -185,24 +276,29 @@ def make_pipeline(
     xflip: bool = True,
     use_embeddings: bool = False,
     seed: int = 0,
+    start_pass: int = 0,
+    skip_batches: int = 0,
 ) -> EpochPipeline:
-    """An IterableDataset yielding ``num_batches`` batches of ``per_device_batch`` per pass."""
-    shards = wds.ResampledShards(
-        urls, seed=seed, deterministic=True, worker_seed=_same_stream_everywhere
-    )
+    """An IterableDataset yielding ``num_batches`` batches of ``per_device_batch`` per pass; a
+    resumed run starts at pass ``start_pass`` with ``skip_batches`` of it already used."""
+    if not 0 <= skip_batches < num_batches:
+        raise ValueError(f"skip_batches={skip_batches} must be in [0, num_batches={num_batches})")
+    position = StreamPosition(start_pass, skip_batches, per_device_batch)
     stages = [
-        shards,
+        PassShards(urls, seed, position),
+        NextPass(position),
         SplitByNode(rank, world_size),
-        wds.split_by_worker,
+        SplitByWorker(position),
         tar_sample_refs,  # where each member is; read after the shuffle
-        Shuffle(shuffle_buffer, seed, rank),
+        Shuffle(shuffle_buffer, seed, rank, position),
+        SkipUsed(position),
         LoadSamples(),
         wds.map(DecodeRaw(resolution, use_embeddings)),
     ]
     if xflip:
-        stages.append(RandomXFlip(0.5, seed, rank))
+        stages.append(RandomXFlip(0.5, seed, rank, position))
     stages += [
         wds.batched(per_device_batch, collation_fn=collate, partial=False),
-        TakeWorkerShare(num_batches),
+        TakeWorkerShare(num_batches, position),
     ]
     return EpochPipeline(*stages, num_batches=num_batches)

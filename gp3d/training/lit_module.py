@@ -32,6 +32,7 @@ from gp3d.training.views import (
 from gp3d.types import Batch, CameraParams, PatchParams
 from gp3d.utils import seeding
 from gp3d.utils.compile import compile_modules
+from gp3d.utils.rng_state import collect_rng_states, restore_rng_states
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -327,11 +328,15 @@ class GP3DLitModule(LightningModule):
             )
 
     def on_train_start(self) -> None:
-        # A resumed run has its weights and nimg back (restored before this hook) but not the RNG
-        # state: without this it would draw the same latents, cameras and patches as from kimg 0.
+        # A resumed run has its weights and nimg back (restored before this hook). A single process
+        # also gets the RNG states saved with them (exact resume); DDP ranks get a seed of their
+        # own (the checkpoint holds rank 0's states only), else they would replay kimg 0's draws.
         self._host_nimg = None  # the first step re-reads the (possibly restored) buffers
         nimg = int(self.nimg.item())
-        if nimg > 0:
+        rng, self._restored_rng = getattr(self, "_restored_rng", None), None
+        if nimg > 0 and rng is not None and self.trainer.world_size == 1:
+            restore_rng_states(rng)
+        elif nimg > 0:
             torch.manual_seed(seeding.resume_seed(torch.initial_seed(), nimg))
 
     def configure_optimizers(self):
@@ -345,8 +350,10 @@ class GP3DLitModule(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._host_nimg = None  # the buffers are about to change: re-read them before the next step
+        self._restored_rng = checkpoint.get("gp3d_rng")  # applied in on_train_start
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["gp3d_rng"] = collect_rng_states()  # saved between steps: exact resume
         if self.model_config is not None:  # lets tools rebuild the networks without Hydra
             checkpoint["gp3d_model_config"] = self.model_config
         if self.data_info is not None:  # lets evaluate/generate find the data and class names
