@@ -239,6 +239,11 @@ class ViewerApp:
             hint="on: the pose goes through the learned camera generator (posterior); "
             "off: rendered exactly as posed (prior)",
         )
+        self.g_frustum = gui.add_checkbox(
+            "Show rendered camera",
+            initial_value=False,
+            hint="a frustum at the camera actually rendered (the posterior one, if on)",
+        )
         self.g_background = gui.add_dropdown(
             "Background", ["RGB", "depth", "none"], initial_value="RGB"
         )
@@ -263,6 +268,7 @@ class ViewerApp:
         self.g_psi.on_update(lambda _: self._touch())
         self.g_posterior.on_update(lambda _: self._touch())
         self.g_background.on_update(lambda _: self._show_background())
+        self.g_frustum.on_update(lambda _: self.frame and self._show_frustum(self.frame))
         self.g_class.on_update(lambda _: self._on_class())
         self.g_fov.on_update(lambda _: self._on_fov())
         self.g_seed_step.on_click(self._on_seed_step)
@@ -404,7 +410,7 @@ class ViewerApp:
             color=(255, 140, 0),
             wxyz=pose.wxyz,
             position=pose.position,
-            visible=bool(self.g_posterior.value),
+            visible=bool(self.g_frustum.value),
         )
 
     def wait_for_frame(self, after: int, final: bool = True, timeout: float = 60.0) -> Frame:
