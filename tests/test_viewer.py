@@ -248,5 +248,10 @@ def test_app_renders_reloads_and_survives_bad_gui_input(tmp_path, generator_file
         assert app.generation == 1
         assert np.abs(reloaded.astype(int) - before.astype(int)).mean() > 1.0
         assert "reloaded" in app.g_info.content
+
+        png = app.png_download()
+        assert png.startswith(b"\x89PNG")
+        video, suffix = app.mp4_download()
+        assert suffix in (".mp4", ".gif") and len(video) > 1000
     finally:
         app.stop()

@@ -172,7 +172,7 @@ class ViewerApp:
             except ValueError as err:
                 self._notify("Invalid input", str(err))
                 return
-            if self.scheduler._view != view:
+            if self.scheduler.view != view:
                 self._changed_at = time.perf_counter()
             self.scheduler.update(view, time.monotonic())
             self._lock.notify_all()
@@ -375,7 +375,7 @@ class ViewerApp:
             self._show_background()
             self._show_frustum(frame)
             self.frames_shown += 1
-            if job.view == self.scheduler._view:
+            if job.view == self.scheduler.view:
                 if self._first_shown_for != job.view:
                     self._first_shown_for, self.first_latency_s = job.view, latency
                 if job.final:
@@ -421,7 +421,7 @@ class ViewerApp:
             while True:
                 done = self.frames_shown > after and self.frame_job is not None
                 if done and final:
-                    done = self.frame_job.final and self.frame_job.view == self.scheduler._view  # type: ignore[union-attr]
+                    done = self.frame_job.final and self.frame_job.view == self.scheduler.view  # type: ignore[union-attr]
                 if done:
                     return self.frame  # type: ignore[return-value]
                 left = deadline - time.monotonic()
