@@ -255,3 +255,36 @@ def test_app_renders_reloads_and_survives_bad_gui_input(tmp_path, generator_file
         assert suffix in (".mp4", ".gif") and len(video) > 1000
     finally:
         app.stop()
+
+
+@pytest.mark.slow
+def test_command_serves_the_page_and_stops_on_sigterm(generator_file):
+    """`python -m gp3d.view FILE --port P` serves HTTP on P and exits 0 on SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gp3d.view", str(generator_file), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline, status = time.monotonic() + 120, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                status = urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=2).status
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "gp3d viewer: stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
