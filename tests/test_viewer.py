@@ -4,6 +4,7 @@ its command's errors; the page itself is driven in a real browser in test_viewer
 import math
 import os
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -222,7 +223,9 @@ def test_app_renders_reloads_and_survives_bad_gui_input(tmp_path, generator_file
     ckpts.mkdir(parents=True)
     last = ckpts / "last.ckpt"
     last.write_bytes(generator_file.read_bytes())
-    app = ViewerApp(resolve_source(tmp_path / "run"), port=0, resolution=32, settle_s=0.05)
+    app = ViewerApp(
+        resolve_source(tmp_path / "run"), port=0, resolution=32, settle_s=0.05, poll_s=0.2
+    )
     app.load()
     app.start()
     try:
@@ -242,8 +245,10 @@ def test_app_renders_reloads_and_survives_bad_gui_input(tmp_path, generator_file
 
         n = app.frames_shown
         assert not app.reload_if_changed()  # nothing new yet
-        save_tiny_generator(tmp_path / "g2", last, c_dim=3, seed=1)
-        assert app.reload_if_changed()
+        save_tiny_generator(tmp_path / "g2", last, c_dim=3, seed=1)  # training writes anew
+        deadline = time.monotonic() + 30
+        while app.generation == 0 and time.monotonic() < deadline:  # the follow thread polls
+            time.sleep(0.1)
         reloaded = app.wait_for_frame(n).rgb
         assert app.generation == 1
         assert np.abs(reloaded.astype(int) - before.astype(int)).mean() > 1.0
@@ -263,7 +268,6 @@ def test_command_serves_the_page_and_stops_on_sigterm(generator_file):
     import signal
     import subprocess
     import sys
-    import time
     import urllib.request
 
     port = free_port()
