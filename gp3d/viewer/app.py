@@ -181,8 +181,10 @@ class ViewerApp:
         """The viewer's camera moved (also the programmatic entry point used in tests)."""
         with self._lock:
             self._pose = pose
-            if aspect:
-                self._aspect = aspect
+            resized = bool(aspect) and aspect != self._aspect
+            if resized:
+                self._aspect = aspect  # type: ignore[assignment]
+                self._show_background()  # re-fit the shown image to the new viewport
         self._touch()
 
     def _base_camera(self, posterior: bool):
