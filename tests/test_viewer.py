@@ -292,3 +292,33 @@ def test_command_serves_the_page_and_stops_on_sigterm(generator_file):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_mesh_button_adds_the_sample_mesh_or_reports_why_not(tmp_path, generator_file):
+    """No surface at the threshold: a notification, the page keeps serving; a threshold inside
+    the sample's density range: its marching-cubes mesh is in the scene and downloadable."""
+    from gp3d.inference.mesh import cube_bounds, density_grid
+    from gp3d.viewer.app import ViewerApp
+
+    app = ViewerApp(resolve_source(generator_file), port=0, resolution=16, settle_s=0.0)
+    app.load()
+    app.start()
+    try:
+        notes = []
+        app._notify = lambda title, body: notes.append((title, body))
+        app.g_mesh_res.value = 16
+        app.g_mesh_thr.value = 1e9
+        app._run_safely("Mesh", app._show_mesh)
+        assert app.mesh_handle is None and notes and "no surface" in notes[0][1]
+
+        planes = app.renderer.planes(app._sample())
+        field = app.gen.G.field(planes)
+        lo, hi = cube_bounds()
+        grid = density_grid(lambda p: field(p[None])[1][0, :, 0], 16, lo, hi)
+        app.g_mesh_thr.value = float(np.median(grid))
+        app._run_safely("Mesh", app._show_mesh)
+        assert app.mesh_handle is not None and len(notes) == 1
+        mesh = app.current_mesh()
+        assert len(mesh.faces) > 0 and mesh.export(file_type="glb")[:4] == b"glTF"
+    finally:
+        app.stop()
