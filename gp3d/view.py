@@ -6,8 +6,9 @@ renders the generator at the page's camera, live. A run folder is followed: a ne
 """
 
 import argparse
+import signal
 import sys
-import time
+import threading
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,13 +66,17 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"gp3d viewer: {app.url}  (Ctrl-C to stop)", flush=True)
+    stop = threading.Event()
+    # SIGTERM (kill, a job scheduler) stops as cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while True:
-            time.sleep(1.0)
+        while not stop.wait(1.0):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
         app.stop()
+    print("gp3d viewer: stopped", flush=True)
     return 0
 
 

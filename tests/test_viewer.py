@@ -4,6 +4,7 @@ its command's errors; the page itself is driven in a real browser in test_viewer
 import math
 import os
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -222,7 +223,9 @@ def test_app_renders_reloads_and_survives_bad_gui_input(tmp_path, generator_file
     ckpts.mkdir(parents=True)
     last = ckpts / "last.ckpt"
     last.write_bytes(generator_file.read_bytes())
-    app = ViewerApp(resolve_source(tmp_path / "run"), port=0, resolution=32, settle_s=0.05)
+    app = ViewerApp(
+        resolve_source(tmp_path / "run"), port=0, resolution=32, settle_s=0.05, poll_s=0.2
+    )
     app.load()
     app.start()
     try:
@@ -242,11 +245,80 @@ def test_app_renders_reloads_and_survives_bad_gui_input(tmp_path, generator_file
 
         n = app.frames_shown
         assert not app.reload_if_changed()  # nothing new yet
-        save_tiny_generator(tmp_path / "g2", last, c_dim=3, seed=1)
-        assert app.reload_if_changed()
+        save_tiny_generator(tmp_path / "g2", last, c_dim=3, seed=1)  # training writes anew
+        deadline = time.monotonic() + 30
+        while app.generation == 0 and time.monotonic() < deadline:  # the follow thread polls
+            time.sleep(0.1)
         reloaded = app.wait_for_frame(n).rgb
         assert app.generation == 1
         assert np.abs(reloaded.astype(int) - before.astype(int)).mean() > 1.0
         assert "reloaded" in app.g_info.content
+
+        png = app.png_download()
+        assert png.startswith(b"\x89PNG")
+        video, suffix = app.mp4_download()
+        assert suffix in (".mp4", ".gif") and len(video) > 1000
+    finally:
+        app.stop()
+
+
+@pytest.mark.slow
+def test_command_serves_the_page_and_stops_on_sigterm(generator_file):
+    """`python -m gp3d.view FILE --port P` serves HTTP on P and exits 0 on SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gp3d.view", str(generator_file), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline, status = time.monotonic() + 120, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                status = urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=2).status
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "gp3d viewer: stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_mesh_button_adds_the_sample_mesh_or_reports_why_not(tmp_path, generator_file):
+    """No surface at the threshold: a notification, the page keeps serving; a threshold inside
+    the sample's density range: its marching-cubes mesh is in the scene and downloadable."""
+    from gp3d.inference.mesh import cube_bounds, density_grid
+    from gp3d.viewer.app import ViewerApp
+
+    app = ViewerApp(resolve_source(generator_file), port=0, resolution=16, settle_s=0.0)
+    app.load()
+    app.start()
+    try:
+        notes = []
+        app._notify = lambda title, body: notes.append((title, body))
+        app.g_mesh_res.value = 16
+        app.g_mesh_thr.value = 1e9
+        app._run_safely("Mesh", app._show_mesh)
+        assert app.mesh_handle is None and notes and "no surface" in notes[0][1]
+
+        planes = app.renderer.planes(app._sample())
+        field = app.gen.G.field(planes)
+        lo, hi = cube_bounds()
+        grid = density_grid(lambda p: field(p[None])[1][0, :, 0], 16, lo, hi)
+        app.g_mesh_thr.value = float(np.median(grid))
+        app._run_safely("Mesh", app._show_mesh)
+        assert app.mesh_handle is not None and len(notes) == 1
+        mesh = app.current_mesh()
+        assert len(mesh.faces) > 0 and mesh.export(file_type="glb")[:4] == b"glTF"
     finally:
         app.stop()

@@ -172,7 +172,7 @@ class ViewerApp:
             except ValueError as err:
                 self._notify("Invalid input", str(err))
                 return
-            if self.scheduler._view != view:
+            if self.scheduler.view != view:
                 self._changed_at = time.perf_counter()
             self.scheduler.update(view, time.monotonic())
             self._lock.notify_all()
@@ -181,8 +181,10 @@ class ViewerApp:
         """The viewer's camera moved (also the programmatic entry point used in tests)."""
         with self._lock:
             self._pose = pose
-            if aspect:
-                self._aspect = aspect
+            resized = bool(aspect) and aspect != self._aspect
+            if resized:
+                self._aspect = aspect  # type: ignore[assignment]
+                self._show_background()  # re-fit the shown image to the new viewport
         self._touch()
 
     def _base_camera(self, posterior: bool):
@@ -239,6 +241,11 @@ class ViewerApp:
             hint="on: the pose goes through the learned camera generator (posterior); "
             "off: rendered exactly as posed (prior)",
         )
+        self.g_frustum = gui.add_checkbox(
+            "Show rendered camera",
+            initial_value=False,
+            hint="a frustum at the camera actually rendered (the posterior one, if on)",
+        )
         self.g_background = gui.add_dropdown(
             "Background", ["RGB", "depth", "none"], initial_value="RGB"
         )
@@ -263,6 +270,7 @@ class ViewerApp:
         self.g_psi.on_update(lambda _: self._touch())
         self.g_posterior.on_update(lambda _: self._touch())
         self.g_background.on_update(lambda _: self._show_background())
+        self.g_frustum.on_update(lambda _: self.frame and self._show_frustum(self.frame))
         self.g_class.on_update(lambda _: self._on_class())
         self.g_fov.on_update(lambda _: self._on_fov())
         self.g_seed_step.on_click(self._on_seed_step)
@@ -369,7 +377,7 @@ class ViewerApp:
             self._show_background()
             self._show_frustum(frame)
             self.frames_shown += 1
-            if job.view == self.scheduler._view:
+            if job.view == self.scheduler.view:
                 if self._first_shown_for != job.view:
                     self._first_shown_for, self.first_latency_s = job.view, latency
                 if job.final:
@@ -404,7 +412,7 @@ class ViewerApp:
             color=(255, 140, 0),
             wxyz=pose.wxyz,
             position=pose.position,
-            visible=bool(self.g_posterior.value),
+            visible=bool(self.g_frustum.value),
         )
 
     def wait_for_frame(self, after: int, final: bool = True, timeout: float = 60.0) -> Frame:
@@ -415,7 +423,7 @@ class ViewerApp:
             while True:
                 done = self.frames_shown > after and self.frame_job is not None
                 if done and final:
-                    done = self.frame_job.final and self.frame_job.view == self.scheduler._view  # type: ignore[union-attr]
+                    done = self.frame_job.final and self.frame_job.view == self.scheduler.view  # type: ignore[union-attr]
                 if done:
                     return self.frame  # type: ignore[return-value]
                 left = deadline - time.monotonic()

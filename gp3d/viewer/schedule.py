@@ -34,6 +34,11 @@ class RenderScheduler:
         self._shown: tuple[Hashable, int] | None = None  # (view, resolution) on screen
         self._running: RenderJob | None = None
 
+    @property
+    def view(self) -> Hashable | None:
+        """The latest view asked for."""
+        return self._view
+
     def update(self, view: Hashable, now: float) -> None:
         """The user changed something: ``view`` is what the page should show now."""
         if view != self._view:
