@@ -72,6 +72,7 @@ def test_benchmark3d_end_to_end(tmp_path, capsys):
     assert 0 <= u["depth_w1"] <= 1 and 0 < u["foreground_fraction_true"] < 1
     assert r["num_images"] == 1 and len(r["per_image"]["abs_rel"]) == 1
     assert r["abs_rel"] >= 0 and r["novel_ssim"] <= 1 and r["novel_lpips"] >= 0
+    assert 0 < r["input_psnr"] <= 100 and r["input_lpips"] >= 0  # the input view itself
     assert r["abs_rel_flat"] > 0 and u["nfs_true"] > 1  # references: a billboard, the data
     for label in ("KID", "depth W1 vs true", "recon AbsRel", "novel view PSNR"):
         assert label in printed

@@ -49,14 +49,19 @@ def _import_invert():
     return invert
 
 
-def sample_scores(out_depth, out_novel, truth: GroundTruth, i: int, lpips) -> dict[str, float]:
-    """Scores of one reconstruction: depth in the input view, image in the novel view."""
+def sample_scores(
+    out_rgb, out_depth, out_novel, truth: GroundTruth, i: int, lpips
+) -> dict[str, float]:
+    """Scores of one reconstruction: image and depth in the input view, image in the novel view."""
+    image = truth.image[i : i + 1]
     true_depth = truth.depth[i : i + 1]
     mask = geo.foreground_mask(true_depth, truth.near, truth.far)
     pred = out_depth.float().cpu().clamp(min=1e-6)
     flat = torch.ones_like(true_depth)  # reference: a billboard (any constant depth)
     novel_true = truth.novel_image[i, :1]
     return {
+        "input_psnr": float(geo.psnr(out_rgb.float().cpu(), image)[0]),
+        "input_lpips": float(geo.lpips_distance(lpips, out_rgb.float().cpu(), image)[0]),
         "abs_rel": float(geo.abs_rel(pred, true_depth, mask)[0]),
         "si_log_rmse": float(geo.si_log_rmse(pred, true_depth, mask)[0]),
         "abs_rel_flat": float(geo.abs_rel(flat, true_depth, mask)[0]),
@@ -96,7 +101,7 @@ def reconstruct(
             w_steps=w_steps, g_steps=g_steps, lpips=lpips, seed=seed, progress=verbose,
         )  # fmt: skip
         novel = inv.render(truth.novel_view_camera(i, 0).to(device)).rgb.float().cpu()
-        for k, v in sample_scores(inv.depth, novel, truth, i, lpips).items():
+        for k, v in sample_scores(inv.rgb, inv.depth, novel, truth, i, lpips).items():
             result.scores.setdefault(k, []).append(v)
         result.rgb.append(inv.rgb.float().cpu())
         result.depth.append(inv.depth.float().cpu())

@@ -47,6 +47,8 @@ ROWS = [
     ("unconditional", "foreground_fraction", "foreground fraction", "= true"),
     ("unconditional", "depth_spread", "depth spread", "= true"),
     ("unconditional", "relief", "relief", "= true"),
+    ("reconstruction", "input_psnr", "input view PSNR (dB)", "higher"),
+    ("reconstruction", "input_lpips", "input view LPIPS", "lower"),
     ("reconstruction", "abs_rel", "recon AbsRel (median-scaled)", "lower"),
     ("reconstruction", "si_log_rmse", "recon si-log RMSE", "lower"),
     ("reconstruction", "novel_psnr", "novel view PSNR (dB)", "higher"),
