@@ -12,6 +12,9 @@ ARGS ?=
 
 .PHONY: help setup train test test-full test-gpu lint typecheck check format data smoke bench clean clean-logs fid-extra shards
 
+# `make train`'s experiment (conf/experiment/): the CPU recipe; EXPERIMENT=synthetic = full 3DGP.
+EXPERIMENT ?= synthetic_fast
+
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
@@ -25,8 +28,8 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml tools/gp3d_torchvision
 	$(PY) tools/install_torchvision_compat.py
 	@touch $(STAMP)
 
-train: setup  ## train on the embedded synthetic dataset (generated on first use); extra overrides: ARGS="..."
-	$(PY) -m gp3d.train $(ARGS)
+train: setup  ## the CPU recipe on the embedded synthetic dataset (generated on first use); EXPERIMENT=synthetic for full 3DGP; ARGS="..."
+	$(PY) -m gp3d.train experiment=$(EXPERIMENT) $(ARGS)
 
 smoke: setup  ## a few CPU iterations of the smoke experiment
 	$(PY) -m gp3d.train experiment=smoke $(ARGS)

@@ -8,7 +8,9 @@ against ground truth rather than only by image statistics. Steps (``gp3d/eval3d/
 2. unconditional scores of generated samples (spec 8.1 protocol): KID and FID against the
    held-out images, NFS (spec 8.2), and depth-distribution scores against the true depth
    (Wasserstein-1 of normalised depth, foreground fraction, depth spread, relief);
-3. single-view 3D reconstruction: PTI inversion of N held-out images under their true camera,
+3. class recognisability of class-conditional samples: the accuracy of a classifier trained on
+   the training split (its held-out accuracy is the ceiling; ``gp3d/eval3d/class_accuracy.py``);
+4. single-view 3D reconstruction: PTI inversion of N held-out images under their true camera,
    depth vs true depth (AbsRel, si-log RMSE after median scaling, on the object), and a render
    from a second true camera vs the dataset's render (PSNR, SSIM, LPIPS).
 
@@ -52,6 +54,28 @@ def _heldout(args, loaded) -> Path:
     )  # fmt: skip
 
 
+def _class_scores(args, loaded, truth, report: dict) -> None:
+    """Class recognisability (``gp3d.eval3d.class_accuracy``) when G is class-conditional and
+    its training split can be read (the classifier is trained on it); a note otherwise."""
+    from gp3d.eval3d.class_accuracy import class_recognition_scores
+
+    G, data_path = loaded.G, loaded.meta.get("data", {}).get("path")
+    if args.class_samples <= 0:
+        return
+    if G.c_dim == 0:
+        report["notes"].append("class accuracy skipped: unconditional generator")
+        return
+    if not data_path or not Path(data_path).is_dir():
+        report["notes"].append(
+            f"class accuracy skipped: training split {data_path!r} not found (its classifier "
+            "is trained on it)"
+        )
+        return
+    report["classes"] = class_recognition_scores(
+        G, data_path, truth.image, truth.label, args.class_samples, args.batch_size, args.seed
+    )
+
+
 def benchmark3d(args: argparse.Namespace) -> dict:
     """Run the benchmark described by the parsed ``args``; returns the report (also written)."""
     from gp3d.eval3d.panel import save_panel
@@ -83,6 +107,7 @@ def benchmark3d(args: argparse.Namespace) -> dict:
     )  # fmt: skip
     bar.close()
     report["seconds_unconditional"] = time.perf_counter() - t0
+    _class_scores(args, loaded, truth, report)
     if args.num_invert > 0:
         t1 = time.perf_counter()
         lpips, lpips_note = load_lpips(args.lpips_weights, args.device)
@@ -122,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--novel-views", type=int, default=1, help="true novel views per image")
     ap.add_argument("--num-fakes", type=int, default=256, help="generated images (KID/FID/W1)")
     ap.add_argument("--num-nfs", type=int, default=64, help="images for NFS")
+    ap.add_argument("--class-samples", type=int, default=20, help="samples per class for the "
+                    "class accuracy (0 = skip)")  # fmt: skip
     ap.add_argument("--num-invert", type=int, default=4, help="held-out images to invert")
     ap.add_argument("--no-invert", dest="num_invert", action="store_const", const=0)
     ap.add_argument("--w-steps", type=int, default=100, help="PTI stage-1 steps (paper: 450)")

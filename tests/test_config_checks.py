@@ -11,6 +11,20 @@ from tests.helpers import compose_train
 EXPERIMENTS = sorted(
     p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml")
 )
+ABLATIONS = sorted(
+    p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "ablation").glob("*.yaml")
+)
+# what each ablation must change on top of the CPU recipe: (dotted key, value)
+ABLATION_EFFECT = {
+    "adaptor_p1": ("model.depth_adaptor.p", 1.0),
+    "adaptor_p05": ("model.depth_adaptor.p", 0.5),
+    "no_adaptor": ("model.depth_adaptor", None),
+    "rgb_only": ("model.discriminator.in_channels", 3),
+    "no_class_head": ("model.module.class_weight", 0.0),
+    "multiview": ("model.module.num_views", 2),
+    "strong_backbone": ("model.synthesis.extra_blocks", 1),
+    "camera_generator": ("camera.prior.fov.min", 10.0),
+}
 
 # (overrides on the smoke experiment, the setting the message must name)
 BAD = [
@@ -62,6 +76,22 @@ def test_at_least_twenty_bad_configs():
 def test_every_shipped_experiment_passes_the_checks(experiment, tmp_path):
     cfg = compose_train([f"experiment={experiment}"], tmp_path, tmp_path)
     assert config_problems(cfg) == []
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS)
+def test_every_ablation_on_the_cpu_recipe_passes_the_checks(ablation, tmp_path):
+    from omegaconf import OmegaConf
+
+    cfg = compose_train(["experiment=synthetic_fast", f"ablation={ablation}"], tmp_path, tmp_path)
+    assert config_problems(cfg) == []
+    base = compose_train(["experiment=synthetic_fast"], tmp_path, tmp_path)
+    if ablation == "none":
+        assert OmegaConf.to_container(cfg.model) == OmegaConf.to_container(base.model)
+        return
+    key, value = ABLATION_EFFECT[ablation]
+    assert OmegaConf.select(cfg, key) == value != OmegaConf.select(base, key)
+    if ablation == "camera_generator":
+        assert cfg.model.camera_generator is not None and base.model.camera_generator is None
 
 
 def test_all_problems_are_reported_at_once(tmp_path):

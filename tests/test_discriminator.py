@@ -54,7 +54,7 @@ def test_shapes(in_channels):
     torch.manual_seed(0)
     d = tiny(in_channels=in_channels, c_dim=5, kd_dim=7)
     x, patch = torch.randn(6, in_channels, 16, 16), torch.rand(6, 3)
-    logits, kd = d(x, patch, torch.eye(5)[[0, 1, 2, 3, 4, 0]])
+    logits, kd, _ = d(x, patch, torch.eye(5)[[0, 1, 2, 3, 4, 0]])
     assert logits.shape == (6,) and kd.shape == (6, 7)
     with pytest.raises(ValueError):
         d(x, patch, None)  # class-conditional D needs c
@@ -63,7 +63,7 @@ def test_shapes(in_channels):
 def test_variants_and_batches():
     torch.manual_seed(0)
     x = torch.randn(5, 3, 16, 16)  # 5: not divisible by the mbstd group size
-    logits, kd = tiny(patch_cond=False)(x)
+    logits, kd, _ = tiny(patch_cond=False)(x)
     assert logits.shape == (5,) and kd is None
     d = tiny(hyper_mod=False)
     assert d.hyper_mapping is None and d.blocks["b32"].hyper is None
@@ -79,7 +79,7 @@ def test_r1_double_backward():
     torch.manual_seed(0)
     d = tiny(in_channels=4, c_dim=3, kd_dim=4)
     x = torch.randn(4, 4, 16, 16, requires_grad=True)
-    logits, _ = d(x, torch.rand(4, 3), torch.eye(3)[[0, 1, 2, 0]])
+    logits, _, _ = d(x, torch.rand(4, 3), torch.eye(3)[[0, 1, 2, 0]])
     (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
     grad.square().sum().backward()
     grads = {n: p.grad for n, p in d.named_parameters()}

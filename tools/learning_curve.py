@@ -27,6 +27,7 @@ SCORES = [
     (("unconditional", "kid"), "KID (held-out)"),
     (("unconditional", "depth_w1"), "depth W1 vs truth"),
     (("unconditional", "nfs"), "NFS"),
+    (("classes", "class_accuracy"), "class accuracy (GAN-test)"),
     (("reconstruction", "abs_rel"), "PTI depth AbsRel"),
     (("reconstruction", "novel_psnr"), "PTI novel-view PSNR"),
 ]

@@ -47,6 +47,7 @@ ROWS = [
     ("unconditional", "foreground_fraction", "foreground fraction", "= true"),
     ("unconditional", "depth_spread", "depth spread", "= true"),
     ("unconditional", "relief", "relief", "= true"),
+    ("classes", "class_accuracy", "class accuracy (GAN-test)", "higher"),
     ("reconstruction", "input_psnr", "input view PSNR (dB)", "higher"),
     ("reconstruction", "input_lpips", "input view LPIPS", "lower"),
     ("reconstruction", "abs_rel", "recon AbsRel (median-scaled)", "lower"),

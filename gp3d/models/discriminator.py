@@ -9,6 +9,7 @@ Everything is fp32 here; mixed precision is the trainer's choice (spec 6.3 / 14 
 """
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -18,6 +19,12 @@ from gp3d.models.mapping import MappingNetwork
 from gp3d.models.scalar_encoder import ScalarEncoder1d
 
 SQRT_HALF = math.sqrt(0.5)
+
+
+class DiscriminatorOutput(NamedTuple):
+    logits: torch.Tensor  # [B] real/fake score
+    kd: torch.Tensor | None  # [B, kd_dim] teacher-feature prediction (spec 6.5)
+    class_logits: torch.Tensor | None  # [B, c_dim] auxiliary classifier (class_head)
 
 
 class DiscriminatorBlock(nn.Module):
@@ -93,6 +100,10 @@ class Discriminator(nn.Module):
             conditional if c_dim > 0) ResNet D, e.g. for ablations.
         hyper_w_dim: width of the hyper-modulation mapper's output h (512).
         conv_clamp: optional clamp of conv outputs (None: fp32, no clamping).
+        class_head: an auxiliary classifier head (c_dim logits) beside the KD head, for the
+            AC-GAN-style class loss (``GP3DLitModule.class_weight``); not in 3DGP. It gives G a
+            direct, class-specific gradient, which the projection term alone gives too weakly in
+            short runs (README, CPU recipe).
     """
 
     def __init__(
@@ -110,8 +121,11 @@ class Discriminator(nn.Module):
         patch_cond: bool = True,
         hyper_w_dim: int = 512,
         conv_clamp: float | None = None,
+        class_head: bool = False,
     ) -> None:
         super().__init__()
+        if class_head and c_dim == 0:
+            raise ValueError("class_head needs a class-conditional discriminator (c_dim > 0)")
         self.img_resolution, self.patch_resolution = img_resolution, patch_resolution
         self.in_channels, self.c_dim, self.kd_dim = in_channels, c_dim, kd_dim
         self.patch_cond, self.hyper_mod = patch_cond, hyper_mod and patch_cond
@@ -161,6 +175,13 @@ class Discriminator(nn.Module):
             if kd_dim > 0
             else None
         )
+        self.class_head = (
+            nn.Sequential(
+                FullyConnected(ch * 16, ch, activation="lrelu"), FullyConnected(ch, c_dim)
+            )
+            if class_head
+            else None
+        )
 
     @staticmethod
     def channel_table(
@@ -188,7 +209,7 @@ class Discriminator(nn.Module):
 
     def forward(
         self, x: torch.Tensor, patch: torch.Tensor | None = None, c: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> "DiscriminatorOutput":
         """Score a batch of (patch) images.
 
         Args:
@@ -198,7 +219,8 @@ class Discriminator(nn.Module):
             c: [B, c_dim] one-hot class; required when c_dim > 0.
 
         Returns:
-            logits [B] and the KD feature prediction [B, kd_dim] (None without a KD head).
+            logits [B], the KD feature prediction [B, kd_dim] and the auxiliary class logits
+            [B, c_dim] (each None without its head).
         """
         if x.shape[1:] != (self.in_channels, self.patch_resolution, self.patch_resolution):
             raise ValueError(
@@ -225,8 +247,9 @@ class Discriminator(nn.Module):
         x = minibatch_std(x, self.mbstd_group_size, self.mbstd_num_channels)
         x = self.epi_conv(x).flatten(1)
         kd = self.kd_head(x) if self.kd_head is not None else None
+        cls = self.class_head(x) if self.class_head is not None else None
         out = self.epi_out(self.epi_fc(x))
         if self.head_mapping is None:
-            return out[:, 0], kd
+            return DiscriminatorOutput(out[:, 0], kd, cls)
         cmap = self.head_mapping(None, torch.cat(cond, dim=1))
-        return (out * cmap).sum(dim=1) / math.sqrt(self.cmap_dim), kd
+        return DiscriminatorOutput((out * cmap).sum(dim=1) / math.sqrt(self.cmap_dim), kd, cls)

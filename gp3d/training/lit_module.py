@@ -18,7 +18,13 @@ from gp3d.training.blur import blur_images
 from gp3d.training.camera_loss import CameraLoss
 from gp3d.training.ddp import all_reduce_grads, average_over_ranks_, mean_over_ranks
 from gp3d.training.ema import ema_update, make_ema_copy
-from gp3d.training.losses import discriminator_loss, distillation_loss, generator_loss, r1_penalty
+from gp3d.training.losses import (
+    class_loss,
+    discriminator_loss,
+    distillation_loss,
+    generator_loss,
+    r1_penalty,
+)
 from gp3d.training.patches import extract_patches, sample_patch_params
 from gp3d.training.views import (
     check_view_config,
@@ -65,6 +71,8 @@ class GP3DLitModule(LightningModule):
         view_distribution: "posterior" (camera generator on V prior draws), "prior" or
             "around" (``view_range`` = (yaw, pitch) half-ranges in radians around the latent's
             posterior mean over ``view_mean_samples`` draws).
+        class_weight: weight of the AC-GAN auxiliary class loss (``losses.class_loss``; needs
+            ``discriminator.class_head``); 0 = off, as in 3DGP.
     """
 
     def __init__(
@@ -95,6 +103,7 @@ class GP3DLitModule(LightningModule):
         view_distribution: str = "posterior",
         view_range: tuple[float, float] = (0.5, 0.25),
         view_mean_samples: int = 16,
+        class_weight: float = 0.0,
     ) -> None:
         super().__init__()
         check_view_config(num_views, view_distribution, view_mean_samples)
@@ -117,6 +126,11 @@ class GP3DLitModule(LightningModule):
             r1_gamma if r1_gamma is not None else schedules.r1_gamma_auto(res, batch_size)
         )
         self.ema_kimg = ema_kimg if ema_kimg is not None else batch_size * 0.3125
+        if class_weight > 0 and getattr(discriminator, "class_head", None) is None:
+            raise ValueError(
+                f"class_weight={class_weight} needs the discriminator's class head: set "
+                "model.discriminator.class_head=true (or class_weight=0)"
+            )
         if use_depth != (discriminator.in_channels == 4):
             raise ValueError(
                 f"use_depth={use_depth} but the discriminator takes {discriminator.in_channels} "
@@ -201,11 +215,13 @@ class GP3DLitModule(LightningModule):
         opt_g = self.optimizers()[0]
         self.toggle_optimizer(opt_g)
         x, patch, c, _ = self._fake(batch, sched, update_emas=False)
-        logits, _ = self._run_d(x, patch, c, sched)
-        loss = generator_loss(
-            logits
-        )  # a mean over all B x V renders = the mean of the views' losses
+        out = self._run_d(x, patch, c, sched)
+        loss = generator_loss(out.logits)  # a mean over all B x V renders = the views' mean
         logs["train/loss_G"] = loss.detach()
+        if self.hparams.class_weight > 0:
+            cls = class_loss(out.class_logits, c.argmax(dim=1))
+            loss = loss + self.hparams.class_weight * cls
+            logs["train/class_G"] = cls.detach()
         if self.camera_loss is not None and self.G.camera_generator is not None:
             cam_loss, cam_logs = self.camera_loss(self.G, self.kimg, self.device)
             loss = loss + cam_loss
@@ -224,11 +240,11 @@ class GP3DLitModule(LightningModule):
             average_over_ranks_([w_avg])
         # Every view's fake (multiview_pti.md 1.4 reading (a)): D learns the distribution G's loss
         # pushes on, all V views; the mean over B x V keeps the fake term's weight that of reals.
-        logits_f, _ = self._run_d(fake, patch_f, c_f, sched)
+        logits_f = self._run_d(fake, patch_f, c_f, sched).logits
         if self.hparams.num_views > 1:
             logs.update(self._view_logs(logits_f.detach(), cams))
         real, patch_r = self._real(batch, sched)
-        logits_r, kd_pred = self._run_d(real, patch_r, self.onehot(batch.label), sched)
+        logits_r, kd_pred, cls_r = self._run_d(real, patch_r, self.onehot(batch.label), sched)
         loss = discriminator_loss(logits_r, logits_f)
         logs.update(
             {
@@ -245,6 +261,10 @@ class GP3DLitModule(LightningModule):
             kd = distillation_loss(kd_pred, batch.embedding, patch_r.scale, self.hparams.kd_squared)
             loss = loss + sched["kd_weight"] * kd
             logs["train/kd"] = kd.detach()
+        if self.hparams.class_weight > 0:  # real images only: the head stays a real-data classifier
+            cls = class_loss(cls_r, batch.label)
+            loss = loss + self.hparams.class_weight * cls
+            logs["train/class_D"] = cls.detach()
         self.manual_backward(loss)
         self._step(opt_d, self.D)
         self.untoggle_optimizer(opt_d)
@@ -261,10 +281,10 @@ class GP3DLitModule(LightningModule):
         self.toggle_optimizer(opt_d)
         real, patch = self._real(batch, sched)
         real = real.detach().requires_grad_(True)
-        logits, kd_pred = self._run_d(real, patch, self.onehot(batch.label), sched)
+        logits, kd_pred, cls_pred = self._run_d(real, patch, self.onehot(batch.label), sched)
         penalty = r1_penalty(logits, real, self.r1_gamma)
         # "+ 0 * outputs" keeps every D parameter in the graph (DDP without unused-param search).
-        unused = 0.0 * kd_pred.sum() if kd_pred is not None else 0.0
+        unused = sum(0.0 * t.sum() for t in (kd_pred, cls_pred) if t is not None)
         self.manual_backward(penalty * self.hparams.r1_interval + unused + 0.0 * logits.sum())
         self._step(opt_d, self.D)
         self.untoggle_optimizer(opt_d)

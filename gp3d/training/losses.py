@@ -44,3 +44,10 @@ def distillation_loss(
     if patch_scale is not None:
         dist = dist * (patch_scale / patch_scale.mean())
     return dist.mean()
+
+
+def class_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """AC-GAN auxiliary classification loss (Odena et al. 2017): mean cross-entropy of D's class
+    head. D minimises it on real images only, G on its fakes with the labels it was given, so
+    D's head stays a classifier of real data that G's class-c images must satisfy."""
+    return F.cross_entropy(class_logits.float(), labels)
