@@ -4,7 +4,9 @@
         --depth-dir data/imagenet_depth --workers 32
 
 Source: an ImageNet-style tree of class folders (``train/`` used when present; labels = sorted
-folder names or ``--class-map``) or a flat folder (one class), see ``data_prep/folder_source.py``.
+folder names or ``--class-map``) or a flat folder (one class), see ``data_prep/folder_source.py``;
+or a folder of WebDataset / img2dataset tars, read in place (labels from ``--label-key``), see
+``data_prep/tar_source.py``.
 Depth maps mirror the source tree under ``--depth-dir`` (default: beside the images, as in the
 original releases): ``<stem>_depth.png`` or ``<stem>._depth.png``, 16-bit, relative depth
 (larger = farther) scaled to a per-image maximum of 60000 (spec 5.1), at the image's own size.
@@ -50,7 +52,6 @@ from typing import Any
 from tqdm import tqdm
 
 from data_prep import common
-from data_prep.folder_source import scan_image_folder
 from data_prep.shards import parts as shard_parts
 from data_prep.shards.assignment import (  # noqa: F401 - re-exported (estimate_depth, tests)
     NOT_SELECTED_FOUND,
@@ -76,6 +77,8 @@ from data_prep.shards.output import (  # noqa: F401 - re-exported
     write_skipped,
 )
 from data_prep.shards.worker import DEFAULT_PNG_LEVEL, EncodeSettings, shard_name
+from data_prep.sources import scan_source
+from data_prep.tar_source import is_tar_folder
 
 DEFAULT_SHARD_SIZE = 1000  # ~200 MB per shard at 256 px PNG (see data_prep/bench/__main__.py)
 
@@ -132,6 +135,7 @@ def write_shards(
     on_shard: Callable[[int, int], None] | None = None,
     parts: int | None = None,
     part: int | None = None,
+    label_key: str = "cls",
 ) -> WriteResult:
     """Write the shards of ``src`` into ``out`` (see the module docstring).
 
@@ -141,6 +145,7 @@ def write_shards(
     empty source, ``FileExistsError`` when ``out`` holds something else and ``overwrite`` is
     False, ``DatasetFormatError`` when every image was skipped.
 
+    ``label_key``: where a tar source's labels come from (``data_prep/tar_source.py``).
     ``parts``/``part``: write only part ``part`` of ``parts`` (``shards/parts.py``); no manifest
     (``python -m data_prep.merge_parts`` writes it once every part has finished).
     """
@@ -152,7 +157,8 @@ def write_shards(
         shard_parts.part_shards(0, parts, part)  # checks the range before any work
     t0 = time.perf_counter()
     min_size = resolution // 4 if min_size is None else min_size
-    index = scan_image_folder(src, class_map, train_subdir)
+    index = scan_source(src, class_map, train_subdir, label_key)
+    is_tars = is_tar_folder(src)
     records, not_found = select_records(index, select)
     if not records:
         raise common.DatasetNotFoundError(
@@ -181,17 +187,20 @@ def write_shards(
         "image_format": image_format,
         "write_meta": write_meta,
         "png_level": png_level,
+        **({"label_key": label_key} if is_tars else {}),  # folders: key absent (old runs reuse)
     }
     if out.is_dir() and not overwrite and finished_params(out) == params:
         manifest = common.read_manifest(out)
         return WriteResult(out, manifest["num_samples"], shards_reused=len(manifest["shards"]),
                            skipped=manifest["skipped"], reused=True)  # fmt: skip
-    index_rows = [(rel, reason, "") for rel, reason in index.skipped + not_found]
+    index_rows = [(s[0], s[1], s[2] if len(s) > 2 else "") for s in index.skipped]
+    index_rows += [(rel, reason, "") for rel, reason in not_found]
     extra = {
         "source": {
             "path": str(Path(src).resolve()),
             "root": str(index.root.resolve()),
-            "layout": "class folders" if index.class_folders != [""] else "flat folder",
+            "layout": "tars" if is_tars else "class folders" if index.class_folders != [""]
+            else "flat folder",
             "class_map": params["class_map"],
             "images_indexed": len(index.records),
             "selection": None if select is None else {
@@ -260,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("src", help="image folder: class folders (ImageNet; train/ used if "
-                        "present) or a flat folder (one class)")  # fmt: skip
+                        "present), a flat folder (one class), or a folder of WebDataset tars "
+                        "(see --label-key)")  # fmt: skip
     parser.add_argument("--out", required=True, help="output shard folder")
     parser.add_argument("--resolution", type=int, default=256, help="output side in pixels")
     parser.add_argument("--depth-dir", help="depth root mirroring SRC (<stem>_depth.png); "
@@ -283,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="0-9", help="zlib level of the PNGs (1: fast, ~3%% larger)")  # fmt: skip
     parser.add_argument("--no-meta", action="store_true", help="omit per-sample meta.json")
     parser.add_argument("--overwrite", action="store_true", help="replace a different --out")
+    parser.add_argument("--label-key", default="cls", help="tar sources: label from the 'cls' "
+                        "member, 'json:<field>', 'txt' or 'none' (one class)")  # fmt: skip
     parser.add_argument("--parts", type=int, help="split the work into N parts (one per machine, "
                         "same --out); then run data_prep.merge_parts")  # fmt: skip
     parser.add_argument("--part", type=int, help="which part this run writes (0 .. N-1)")
@@ -295,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             class_map=args.class_map, train_subdir=not args.no_train_subdir, seed=args.seed,
             min_size=args.min_size, image_format=args.image_format, write_meta=not args.no_meta,
             png_level=args.png_level, overwrite=args.overwrite, progress=not args.quiet,
-            parts=args.parts, part=args.part,
+            parts=args.parts, part=args.part, label_key=args.label_key,
         )  # fmt: skip
     except (common.DatasetError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
