@@ -99,7 +99,7 @@ def test_two_processes_write_the_bytes_of_one(bare, one, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "data_prep.predict_depth", str(bare.src), "--out", str(out), "--model", TINY,
            "--batch-size", "3", "--workers", "0", "--accelerator", "cpu", "--quiet"]  # fmt: skip
-    run = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "written by 2 process(es)" in run.stdout
     assert _maps(out) == _maps(one)
