@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import torch
 
 from data_prep import common
 from data_prep.depth.predict import launch_world
@@ -69,7 +70,9 @@ def predict_features(
     with warnings.catch_warnings():  # each item is a whole shard: there are no batch indices
         warnings.filterwarnings("ignore", "Couldn't infer the batch indices")
         trainer.predict(module, return_predictions=False)
-    trainer.strategy.barrier()  # every rank's shards are on disk
+    # every rank's shards are on disk once all have reached this collective
+    count = torch.tensor(float(writer.written), dtype=torch.float64, device=module.device)
+    written = int(trainer.strategy.reduce(count, reduce_op="sum"))
     if trainer.global_rank != 0:
         return {}
     shards = []
@@ -77,7 +80,7 @@ def predict_features(
         path = run.work / e["name"]
         shards.append({**e, "bytes": path.stat().st_size, "sha256": common.file_sha256(path)})
     finish_features(src, run.out, run.work, run.manifest, shards, teacher, run.source)
-    return {"written": writer.written, "shards": len(entries), "world_size": trainer.world_size,
+    return {"written": written, "shards": len(entries), "world_size": trainer.world_size,
             "seconds": time.perf_counter() - t0}  # fmt: skip
 
 

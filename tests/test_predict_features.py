@@ -77,5 +77,5 @@ def test_two_processes_write_the_bytes_of_one(src, ref, tmp_path):
            "cpu", "--quiet"]  # fmt: skip
     run = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "written by 2 process(es)" in run.stdout
+    assert "features of 12 images written by 2 process(es)" in run.stdout
     assert _files(out) == _files(ref)
