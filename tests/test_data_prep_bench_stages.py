@@ -19,3 +19,12 @@ def test_decode_and_write_rates_on_photos(tmp_path):
     make_photo_folder(tmp_path, 3)
     decode, write = stages.decode_and_write_rates(tmp_path, 32)
     assert all(math.isfinite(r) and r > 0 for r in (decode, write))
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_network_rate_counts_images(bf16):
+    import torch
+
+    net = torch.nn.Conv2d(3, 4, 3)
+    rate = stages._rate(net, torch.randn(2, 3, 16, 16), lambda m, x: m(x), repeats=3, bf16=bf16)
+    assert math.isfinite(rate) and rate > 0

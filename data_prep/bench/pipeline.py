@@ -228,13 +228,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time the depth / teacher / selection networks on the CPU")  # fmt: skip
     parser.add_argument("--stages", action="store_true", help="only the per-stage images/s "
                         "(decode + resize, depth, teacher, shard writing) and ImageNet hours")  # fmt: skip
+    parser.add_argument("--device", default="cpu", help="--stages: where the networks run")
+    parser.add_argument("--bf16", action="store_true", help="--stages: bf16 autocast networks")
     args = parser.parse_args(argv)
     if args.stages:
         from data_prep.bench.stages import print_stages
 
         with tempfile.TemporaryDirectory(prefix="gp3d-bench-") as tmp:
             make_photo_folder(Path(tmp), args.images)
-            print_stages(Path(tmp), args.resolution)
+            print_stages(Path(tmp), args.resolution, args.device, args.bf16)
         return 0
     if args.dir:
         run(args.images, args.resolution, args.batch, args.pool_workers, Path(args.dir),
