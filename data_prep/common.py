@@ -24,6 +24,7 @@ from gp3d.data.format import (  # noqa: F401  (re-exported for data_prep and its
     MANIFEST_NAME,
     REQUIRED_FIELDS,
     SHARD_PATTERN,
+    UNMERGED_PARTS_FILE,
     DatasetError,
     DatasetFormatError,
     DatasetNotFoundError,

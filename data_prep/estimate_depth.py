@@ -48,8 +48,9 @@ from data_prep.depth.output import (  # noqa: F401 - re-exported (make_shards, t
     finish_depth_out,
     prepare_depth_out,
 )
-from data_prep.folder_source import depth_relpath, scan_image_folder
+from data_prep.folder_source import depth_relpath
 from data_prep.shards.assignment import select_records
+from data_prep.sources import scan_source
 
 
 @dataclass
@@ -105,7 +106,7 @@ def estimate_depth(
     if kind not in PREDICTION_KINDS or batch_size < 1 or workers < 0 or max_ratio <= 1:
         raise ValueError("need kind depth|disparity, batch_size >= 1, workers >= 0, max_ratio > 1")
     t0 = time.perf_counter()
-    index = scan_image_folder(src, class_map, train_subdir)
+    index = scan_source(src, class_map, train_subdir, label_key="none")  # tars: every image
     records, not_found = select_records(index, select)
     out = Path(out)
     if import_from is not None:

@@ -67,20 +67,31 @@ def read_shard(path: str | os.PathLike) -> list[dict[str, Any]]:
     return list(samples.values())
 
 
-def _embed_shard(teacher: Teacher, src: Path, dst: Path, batch: int, workers: int) -> dict:
+def embed_shard_samples(
+    teacher: Teacher, src: Path, batch: int, workers: int
+) -> tuple[list[dict[str, Any]], Any]:
+    """(samples, features ``[N, D]``) of one source shard: full, un-flipped images (spec 6.5)."""
     samples, blobs = read_shard(src), []
     for s in samples:
         image_key = next((k for k in common.IMAGE_KEYS if k in s), None)
         if image_key is None:
             raise common.DatasetFormatError(f"sample {s['__key__']} of {src} has no image")
         blobs.append(s[image_key])
-    feats = teacher.embed(blobs, batch, workers)  # full, un-flipped images (spec 6.5)
+    return samples, teacher.embed(blobs, batch, workers)
+
+
+def write_shard_with_features(dst: Path, samples: list[dict[str, Any]], feats: Any) -> dict:
+    """Write the samples plus ``emb.npy`` atomically; returns the manifest's shard entry."""
     with common.AtomicShardWriter(dst) as writer:
         for sample, feat in zip(samples, feats, strict=True):
             out = {k: v for k, v in sample.items() if k != "emb.npy"}  # replace an old one
             out["emb.npy"] = common.encode_npy(feat)
             writer.write(out)
     return writer.shard_info
+
+
+def _embed_shard(teacher: Teacher, src: Path, dst: Path, batch: int, workers: int) -> dict:
+    return write_shard_with_features(dst, *embed_shard_samples(teacher, src, batch, workers))
 
 
 def _is_done(manifest: dict[str, Any], record: dict[str, Any], source_sha: str | None) -> bool:
@@ -142,10 +153,48 @@ def _reset_if_stale(work: Path, state: dict[str, Any]) -> None:
     if old != state:
         for p in work.iterdir():
             if _SHARD_RE.match(p.name):
-                p.unlink()
+                p.unlink(missing_ok=True)  # predict_features: every rank prepares the folder
         tmp = common.temp_path(path)
         tmp.write_text(json.dumps(state, sort_keys=True))
         os.replace(tmp, path)
+
+
+@dataclass
+class FeatureRun:
+    """Where a run writes (``work``: shards; ``out``: the manifest) and what it reads."""
+
+    manifest: dict[str, Any]  # the source's
+    out: Path
+    work: Path
+    source: dict[str, Any]  # path and manifest sha256 of the source (teacher record)
+    finished: bool  # the output already holds these features
+
+
+def prepare_run(
+    src: Path, dst: str | os.PathLike | None, teacher: Teacher, overwrite: bool
+) -> FeatureRun:
+    """Check the source and the output and make the work folder ready (resume / stale reset)."""
+    in_place = dst is None or Path(dst).resolve() == src.resolve()
+    if in_place:
+        complete_interrupted_update(src)  # no-op unless a swap was cut short
+    manifest = common.read_manifest(src)  # clear errors for a missing / unfinished source
+    source = {"path": str(src.resolve()), "manifest_sha256": common.manifest_sha256(manifest)}
+    if in_place:
+        out, work = src, src / STAGING_NAME
+        if _is_done(manifest, teacher.record, None):
+            return FeatureRun(manifest, out, work, source, True)
+    else:
+        out = work = Path(dst)  # type: ignore[arg-type]
+        finished = (out / common.MANIFEST_NAME).is_file()
+        try:
+            done = common.read_manifest(out) if finished else None
+        except common.DatasetError:  # a broken output: only --overwrite may replace it
+            done = None
+        if done and _is_done(done, teacher.record, source["manifest_sha256"]):
+            return FeatureRun(manifest, out, work, source, True)
+        _prepare_out(out, finished, overwrite)
+    _reset_if_stale(work, {"source": source, "teacher": teacher_identity(teacher.record)})
+    return FeatureRun(manifest, out, work, source, False)
 
 
 def extract_features(
@@ -174,29 +223,12 @@ def extract_features(
     if batch_size < 1 or workers < 0:
         raise ValueError("batch_size must be >= 1 and workers >= 0")
     src = Path(src)
-    in_place = dst is None or Path(dst).resolve() == src.resolve()
-    if in_place:
-        complete_interrupted_update(src)  # no-op unless a swap was cut short
-    manifest = common.read_manifest(src)  # clear errors for a missing / unfinished source
     teacher = Teacher(model_name, weights, input_size, seed=seed, dtype=dtype)
-    source = {"path": str(src.resolve()), "manifest_sha256": common.manifest_sha256(manifest)}
+    run = prepare_run(src, dst, teacher, overwrite)
+    manifest, out, work, source = run.manifest, run.out, run.work, run.source
     num_shards = len(manifest["shards"])
-    if in_place:
-        out, work = src, src / STAGING_NAME
-        if _is_done(manifest, teacher.record, None):
-            return ExtractResult(out, shards_skipped=num_shards)
-    else:
-        out = work = Path(dst)
-        finished = (out / common.MANIFEST_NAME).is_file()
-        try:
-            done = common.read_manifest(out) if finished else None
-        except common.DatasetError:  # a broken output: only --overwrite may replace it
-            done = None
-        if done and _is_done(done, teacher.record, source["manifest_sha256"]):
-            return ExtractResult(out, shards_skipped=num_shards)
-        _prepare_out(out, finished, overwrite)
-    _reset_if_stale(work, {"source": source, "teacher": teacher_identity(teacher.record)})
-
+    if run.finished:
+        return ExtractResult(out, shards_skipped=num_shards)
     result, shards = ExtractResult(out), []
     for i, entry in enumerate(manifest["shards"]):
         target = work / entry["name"]
@@ -214,6 +246,20 @@ def extract_features(
             result.images += entry["num_samples"]
         if on_shard:
             on_shard(i + 1, num_shards)
+    finish_features(src, out, work, manifest, shards, teacher, source)
+    return result
+
+
+def finish_features(
+    src: Path,
+    out: Path,
+    work: Path,
+    manifest: dict[str, Any],
+    shards: list[dict[str, Any]],
+    teacher: Teacher,
+    source: dict[str, Any],
+) -> None:
+    """Write the manifest of the shards with features (last), or stage and swap it in place."""
     new = {
         **manifest,
         "keys": manifest["keys"] + ["emb.npy"] * ("emb.npy" not in manifest["keys"]),
@@ -221,13 +267,12 @@ def extract_features(
         "embedding_dim": teacher.dim,
         "teacher": {**teacher.record, "source": source},
     }
-    if in_place:  # phase 1: stage the complete manifest; phase 2: swap (re-runnable)
+    if out == src:  # phase 1: stage the complete manifest; phase 2: swap (re-runnable)
         common.write_manifest(work, new)
         complete_interrupted_update(src)
     else:
         common.write_manifest(out, new)
         (work / STATE_NAME).unlink(missing_ok=True)
-    return result
 
 
 def ensure_teacher_features(

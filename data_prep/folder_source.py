@@ -35,6 +35,8 @@ class ImageRecord:
     relpath: str  # POSIX path relative to the index root
     label: int
     class_name: str
+    offset: int = -1  # a tar member's data offset and size (``tar_source.py``); -1: a file
+    size: int = -1
 
 
 @dataclass
@@ -43,7 +45,7 @@ class FolderIndex:
     records: list[ImageRecord]
     class_names: list[str]  # index -> name (folder name, or the mapping's human name)
     class_folders: list[str]  # index -> folder name ("" for a flat folder)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
+    skipped: list[tuple[str, ...]] = field(default_factory=list)  # (relpath, reason[, detail])
 
     @property
     def num_classes(self) -> int:
@@ -119,7 +121,7 @@ def scan_image_folder(
     per_class = {d.name: _walk_images(d) for d in subdirs}
     per_class = {k: v for k, v in per_class.items() if v}
     top_level = sorted(p for p in root.iterdir() if p.is_file() and is_image_file(p.name))
-    skipped: list[tuple[str, str]] = []
+    skipped: list[tuple[str, ...]] = []
     if per_class:
         if class_map is not None:
             folders, names = read_class_map(class_map)

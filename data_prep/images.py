@@ -8,6 +8,7 @@ counts skips instead of crashing halfway through a million images.
 
 import os
 import warnings
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -28,7 +29,7 @@ class ImageSkip(Exception):
         self.reason, self.detail = reason, detail
 
 
-def _open(path: str | os.PathLike) -> Image.Image:
+def _open(path: str | os.PathLike | BinaryIO) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -50,7 +51,9 @@ def _open(path: str | os.PathLike) -> Image.Image:
     return img
 
 
-def load_rgb_and_mode(path: str | os.PathLike, min_size: int = 1) -> tuple[np.ndarray, str]:
+def load_rgb_and_mode(
+    path: str | os.PathLike | BinaryIO, min_size: int = 1
+) -> tuple[np.ndarray, str]:
     """Like :func:`load_rgb`, plus the file's original PIL mode (``"CMYK"``, ``"L"``, ...), so a
     pipeline can report how many images it converted."""
     img = _open(path)
@@ -62,7 +65,7 @@ def load_rgb_and_mode(path: str | os.PathLike, min_size: int = 1) -> tuple[np.nd
         raise ImageSkip(UNREADABLE, f"cannot convert mode {img.mode}: {err!r}") from err
 
 
-def load_rgb(path: str | os.PathLike, min_size: int = 1) -> np.ndarray:
+def load_rgb(path: str | os.PathLike | BinaryIO, min_size: int = 1) -> np.ndarray:
     """uint8 ``[H, W, 3]`` of an image file; raises :class:`ImageSkip` when it cannot be used.
 
     ``min_size``: images whose short side is below it are skipped (``too_small``): upsampling a

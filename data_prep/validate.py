@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from data_prep import common
+from data_prep.shards.parts import unmerged_status
 
 MAX_LISTED = 20  # problems printed per kind before "... and N more"
 
@@ -143,7 +144,8 @@ def validate(folder: str | Path, full: bool = False, workers: int = 0) -> Report
         manifest = json.loads(path.read_text())
         common.validate_manifest(manifest, folder)
     except FileNotFoundError:
-        report.problems.append(f"{path} does not exist: not a finished dataset")
+        unmerged = unmerged_status(folder)  # a --parts run: say which parts are missing
+        report.problems.append(unmerged or f"{path} does not exist: not a finished dataset")
         return report
     except (json.JSONDecodeError, common.DatasetFormatError, KeyError, TypeError) as err:
         report.problems.append(f"manifest: {err}")

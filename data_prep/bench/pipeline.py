@@ -15,6 +15,9 @@
 4. ``--networks``: CPU seconds per image of the depth, teacher and selection networks at their
    real sizes (``data_prep/bench/networks.py``) and a CPU-only estimate of the whole chain.
 
+``--stages`` prints only images/s per stage (decode + resize, shard writing, depth, teacher) and
+ImageNet wall times from them (``data_prep/bench/stages.py``).
+
 Files live in a temporary folder (page cache warm for every loader: the ratio measures decoding
 and file-handling overhead, not disk speed).
 """
@@ -223,7 +226,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", help="work folder (default: a temporary one, removed after)")
     parser.add_argument("--networks", action="store_true",
                         help="also time the depth / teacher / selection networks on the CPU")  # fmt: skip
+    parser.add_argument("--stages", action="store_true", help="only the per-stage images/s "
+                        "(decode + resize, depth, teacher, shard writing) and ImageNet hours")  # fmt: skip
+    parser.add_argument("--device", default="cpu", help="--stages: where the networks run")
+    parser.add_argument("--bf16", action="store_true", help="--stages: bf16 autocast networks")
     args = parser.parse_args(argv)
+    if args.stages:
+        from data_prep.bench.stages import print_stages
+
+        with tempfile.TemporaryDirectory(prefix="gp3d-bench-") as tmp:
+            make_photo_folder(Path(tmp), args.images)
+            print_stages(Path(tmp), args.resolution, args.device, args.bf16)
+        return 0
     if args.dir:
         run(args.images, args.resolution, args.batch, args.pool_workers, Path(args.dir),
             args.networks, args.repeats)  # fmt: skip

@@ -20,6 +20,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -29,6 +30,7 @@ from data_prep.depth.convert import DEPTH, prediction_to_depth, resize_depth
 from data_prep.folder_source import depth_relpath
 from data_prep.images import ImageSkip, load_depth
 from data_prep.shards.worker import ASPECT_TOLERANCE, DEPTH_MISMATCH, DEPTH_UNREADABLE, NO_DEPTH
+from data_prep.tar_source import open_image
 
 IMAGE_UNREADABLE = "image_unreadable"
 DEPTH_DEGENERATE = "depth_degenerate"  # all zero / non-finite: an estimator failure
@@ -47,7 +49,7 @@ class ImportSettings:
     max_ratio: float = 10.0  # disparity inversion range (depth_convert)
 
 
-def displayed_size(path: Path) -> tuple[int, int]:
+def displayed_size(path: Path | BinaryIO) -> tuple[int, int]:
     """(width, height) after EXIF orientation, as ``images.load_rgb`` (and LeReS, through
     OpenCV) see the image; read from the header, without decoding."""
     with Image.open(path) as img:
@@ -84,8 +86,8 @@ def write_atomic(path: Path, data: bytes | None = None, copy_from: Path | None =
 def import_one(settings: ImportSettings, relpath: str) -> tuple[str, str] | None:
     """Import the map of ``relpath``; ``None`` on success, else ``(reason, detail)``."""
     try:
-        w, h = displayed_size(Path(settings.image_root) / relpath)
-    except (OSError, SyntaxError, ValueError) as err:
+        w, h = displayed_size(open_image(Path(settings.image_root), relpath))
+    except (OSError, SyntaxError, ValueError, ImageSkip) as err:
         return IMAGE_UNREADABLE, str(err)
     src = find_precomputed(settings, relpath)
     if src is None:

@@ -19,6 +19,7 @@ from data_prep.depth.importer import DEPTH_DEGENERATE, PNG_LEVEL, write_atomic
 from data_prep.depth.model import DepthModel
 from data_prep.folder_source import depth_relpath
 from data_prep.images import ImageSkip, load_rgb
+from data_prep.tar_source import open_image
 
 
 class _ImageInputs(Dataset):
@@ -32,7 +33,7 @@ class _ImageInputs(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            rgb = load_rgb(self.root / self.relpaths[i])
+            rgb = load_rgb(open_image(self.root, self.relpaths[i]))  # a file or a tar member
         except ImageSkip as skip:
             return i, None, (skip.reason, skip.detail)
         try:

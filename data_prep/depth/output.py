@@ -37,7 +37,7 @@ def prepare_depth_out(out: Path, image_root: Path, params: dict[str, Any], overw
                 "--out."
             )
         for p in maps:
-            p.unlink()
+            p.unlink(missing_ok=True)  # every rank of predict_depth prepares the same folder
         for name in (INFO_NAME, SKIPPED_NAME):
             (out / name).unlink(missing_ok=True)
     for p in out.rglob("*.tmp-*"):  # temp files of a killed run

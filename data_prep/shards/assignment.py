@@ -44,9 +44,10 @@ def assign(records: list[ImageRecord], shard_size: int, seed: int) -> list[Shard
     jobs = []
     for i in range(math.ceil(len(records) / shard_size)):
         positions = range(i * shard_size, min((i + 1) * shard_size, len(records)))
+        picked = (records[order[pos]] for pos in positions)
         items = tuple(
-            (f"{pos:08d}", records[order[pos]].relpath, records[order[pos]].label)
-            for pos in positions
+            (f"{pos:08d}", r.relpath, r.label, r.offset, r.size)
+            for pos, r in zip(positions, picked)
         )
         jobs.append(ShardJob(i, items))
     return jobs

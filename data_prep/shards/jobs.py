@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.shards.output import remove_temp_files
-from data_prep.shards.worker import EncodeSettings, ShardJob, write_one_shard
+from data_prep.shards.worker import EncodeSettings, ShardJob, shard_name, write_one_shard
 
 
 def _ignore_sigint() -> None:
@@ -35,4 +35,4 @@ def run_jobs(settings: EncodeSettings, jobs: list[ShardJob], workers: int) -> It
         raise
     finally:
         pool.join()
-        remove_temp_files(Path(settings.out))
+        remove_temp_files(Path(settings.out), [shard_name(j.index) for j in jobs])

@@ -22,6 +22,7 @@ from PIL import Image
 from data_prep import common
 from data_prep.folder_source import depth_relpath
 from data_prep.images import ImageSkip, crop_resize, load_depth, load_rgb_and_mode
+from data_prep.tar_source import open_image
 
 WORK_DIR = ".write-shards"  # hidden: run parameters and per-shard records (for resuming)
 NO_DEPTH, DEPTH_UNREADABLE, DEPTH_MISMATCH = "no_depth", "depth_unreadable", "depth_mismatch"
@@ -50,7 +51,8 @@ class EncodeSettings:
 @dataclass(frozen=True)
 class ShardJob:
     index: int
-    items: tuple[tuple[str, str, int], ...]  # (sample key, image relpath, label)
+    # (sample key, image relpath, label, tar member offset, size): offset -1 for a file
+    items: tuple[tuple[str, str, int, int, int], ...]
 
 
 def shard_name(index: int) -> str:
@@ -85,7 +87,7 @@ def encode_image(array: np.ndarray, image_format: str, png_level: int) -> bytes:
 
 
 def encode_sample(
-    settings: EncodeSettings, key: str, relpath: str, label: int
+    settings: EncodeSettings, key: str, relpath: str, label: int, offset: int = -1, size: int = -1
 ) -> tuple[dict[str, Any], str]:
     """(sample dict, original PIL mode) of one image; raises :class:`ImageSkip` to skip it.
 
@@ -93,7 +95,8 @@ def encode_sample(
     (spec 9 step 4). Depth values are kept as stored (no re-normalisation after the crop, as
     the original's resize script); Lanczos ringing is clipped to the 16-bit range.
     """
-    rgb, mode = load_rgb_and_mode(Path(settings.root) / relpath, settings.min_size)
+    image = open_image(Path(settings.root), relpath, offset, size)
+    rgb, mode = load_rgb_and_mode(image, settings.min_size)
     depth_file = find_depth(Path(settings.depth_root), relpath)
     if depth_file is None:
         raise ImageSkip(NO_DEPTH, f"no {depth_relpath(relpath)} under {settings.depth_root}")
@@ -149,9 +152,9 @@ def write_one_shard(settings: EncodeSettings, job: ShardJob) -> dict[str, Any]:
     skipped: list[list[str]] = []
     writer = common.AtomicShardWriter(path)
     try:
-        for key, relpath, label in job.items:
+        for key, relpath, label, offset, size in job.items:
             try:
-                sample, mode = encode_sample(settings, key, relpath, label)
+                sample, mode = encode_sample(settings, key, relpath, label, offset, size)
             except ImageSkip as skip:
                 skipped.append([relpath, skip.reason, skip.detail])
                 continue

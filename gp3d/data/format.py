@@ -53,6 +53,8 @@ FORMAT_NAME = "gp3d-webdataset"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SHARD_PATTERN = "shard-{:06d}.tar"
+# present while a multi-machine ``write_shards --parts N`` run is unmerged (data_prep.merge_parts)
+UNMERGED_PARTS_FILE = ".write-shards/parts.json"
 DEPTH_MAX_VALUE = 60000  # LeReS dump convention: per-image max of the 16-bit depth (spec 5.1)
 DEPTH_DESCRIPTION = {
     "key": "depth.png",
@@ -89,6 +91,14 @@ def file_sha256(path: Path) -> str:
 def _create_advice(folder: Path, create_hint: str | None) -> str:
     cmd = f"python -m data_prep.synthetic --out {folder}"
     return f"Create it with `{cmd}`" + (f" (or `{create_hint}`)." if create_hint else ".")
+
+
+def _unmerged_parts_message(folder: Path) -> str:
+    return (
+        f"{folder} holds an unmerged `write_shards --parts` run, so it is not a dataset yet: "
+        "finish every part, then run `python -m data_prep.merge_parts "
+        f"{folder}` (it names any part still missing) to write its {MANIFEST_NAME}."
+    )
 
 
 def validate_manifest(manifest: dict[str, Any], folder: Path | None = None) -> None:
@@ -134,6 +144,8 @@ def read_manifest(
             f"Dataset folder {folder} is empty. {_create_advice(folder, create_hint)}"
         )
     path = folder / MANIFEST_NAME
+    if not path.is_file() and (folder / UNMERGED_PARTS_FILE).is_file():
+        raise DatasetNotFoundError(_unmerged_parts_message(folder))
     if not path.is_file():
         raise DatasetNotFoundError(
             f"{folder} has no {MANIFEST_NAME}, so it is not a finished dataset (an interrupted "
