@@ -7,6 +7,13 @@ of a half-done step). This callback replaces both handlers for the training loop
 signal sets a flag, and the next step boundary sets ``trainer.should_stop`` so the loop ends
 normally. A second SIGINT aborts at once (KeyboardInterrupt), for a stuck step. Lightning's
 SLURM handler (``SIGUSR1``: save ``hpc_ckpt_N.ckpt`` and ``scontrol requeue``) is left alone.
+
+Under ``hydra/launcher=slurm`` the process is a submitit job: submitit owns ``SIGUSR1`` (sent
+``signal_delay_s`` before the time limit, or on pre-emption) and answers it by re-queueing the
+job and exiting at once, mid-step. When such a launcher's handler is in place at the start of
+training, this callback takes ``requeue_signal`` over too: the step finishes, last.ckpt is written,
+and after ``fit`` :meth:`GracefulStop.pass_on` hands the signal to submitit, which re-queues the job
+(with ``resume=latest``, hydra_plugins.gp3d_launchers.launchers.SlurmLauncher) and exits.
 """
 
 import logging
@@ -18,18 +25,41 @@ from lightning import Callback, LightningModule, Trainer
 log = logging.getLogger("gp3d.preemption")
 
 
+def launcher_handler(handler: object) -> bool:
+    """A Python handler installed before training by what launched the process (submitit's
+    checkpoint-and-requeue), not Lightning's own SLURM handler (left alone, see above)."""
+    return callable(handler) and type(handler).__name__ != "_HandlersCompose"
+
+
+def pass_on_signals(callbacks: list) -> None:
+    """After ``fit``: let every GracefulStop hand its requeue signal on (see the module doc)."""
+    for cb in callbacks:
+        if isinstance(cb, GracefulStop):
+            cb.pass_on()
+
+
 class GracefulStop(Callback):
     """Args:
     signals: names of the signals that stop training gracefully.
     sync_every: under DDP, how often (steps) the ranks agree on stopping (one collective);
         a single process reads its flag every step at no cost.
+    requeue_signal: also stop gracefully on this signal when a launcher's Python handler owns
+        it at the start of training (submitit), and hand it on afterwards (:meth:`pass_on`);
+        None: never.
     """
 
-    def __init__(self, signals: tuple[str, ...] = ("SIGTERM", "SIGINT"), sync_every: int = 10):
+    def __init__(
+        self,
+        signals: tuple[str, ...] = ("SIGTERM", "SIGINT"),
+        sync_every: int = 10,
+        requeue_signal: str | None = "SIGUSR1",
+    ):
         self.signals = tuple(getattr(signal, name) for name in signals)
         self.sync_every = max(1, int(sync_every))
+        self.requeue_signal = getattr(signal, requeue_signal) if requeue_signal else None
         self.received: str | None = None
         self._previous: dict[int, object] = {}
+        self._launcher_handler: object = None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -41,8 +71,15 @@ class GracefulStop(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Registered here, after Lightning's own SIGTERM handler (set when fit starts).
         self.received = None
+        self._launcher_handler = None
+        signals = list(self.signals)
+        if self.requeue_signal is not None and launcher_handler(
+            current := signal.getsignal(self.requeue_signal)
+        ):
+            self._launcher_handler = current
+            signals.append(self.requeue_signal)
         try:
-            for signum in self.signals:
+            for signum in signals:
                 self._previous[signum] = signal.getsignal(signum)
                 signal.signal(signum, self._on_signal)
         except ValueError:  # not the main thread (e.g. a notebook's worker thread): leave as is
@@ -67,6 +104,17 @@ class GracefulStop(Callback):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception) -> None:
         self._restore()
+
+    def pass_on(self) -> None:
+        """Call after ``fit``: if training stopped on the requeue signal, raise it again for the
+        launcher's handler (restored by now), which re-queues the job and exits the process."""
+        if self.requeue_signal is None or self._launcher_handler is None:
+            return
+        if self.received != signal.Signals(self.requeue_signal).name:
+            return
+        log.warning("last.ckpt written; handing %s to the launcher to re-queue", self.received)
+        self.received = None
+        signal.raise_signal(self.requeue_signal)
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():
