@@ -118,7 +118,8 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(hc.runtime.output_dir)
     log.info("run dir: %s", run_dir)
     with RunRecord(run_dir, keep_going=hc.mode == RunMode.MULTIRUN) as record:
-        record.objective = train(cfg)["objective"]
+        out = train(cfg)
+        record.objective, record.kimg = out["objective"], out["model"].nimg.item() / 1000
     return record.objective
 
 

@@ -51,6 +51,7 @@ class RunRecord:
         self.run_dir = Path(run_dir)
         self.keep_going = keep_going
         self.objective = math.nan
+        self.kimg: float | None = None  # training progress reached (set by the caller)
         self.started = 0.0
 
     def _write(self, status: str, error: str | None = None) -> None:
@@ -62,6 +63,7 @@ class RunRecord:
                 "started": self.started,
                 "wall_s": round(time.time() - self.started, 3),
                 "objective": self.objective,
+                "kimg": self.kimg,
                 "error": error,
             },
         )
