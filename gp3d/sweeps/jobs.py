@@ -34,7 +34,7 @@ def check_jobs(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> None:
         try:
             cfg = loader.load_sweep_config(launcher.config, list(overrides))
         except HydraException as err:  # unknown key, missing group option, bad syntax
-            problems.append(f"{label}: {str(err).splitlines()[0]}")
+            problems.append(f"{label}: {' '.join(str(err).split())}")
             continue
         problems += [f"{label}: {p}" for p in config_problems(cfg)]
     if problems:
