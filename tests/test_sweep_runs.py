@@ -89,8 +89,10 @@ def test_optuna_study_of_two_trials_reports_the_best_run(tmp_path, data_dir):
         # job 1 only: the patch is larger than the 32 px images
         (["-m", "model.patch_resolution=16,64"], r"job 1 \(.*model.patch_resolution=64"),
         # Optuna composes its trials itself: gp3d's launcher checks them before launching
-        (["hparams_search=gamma_lr", "model.no_such_key=choice(1,2)"],
-         r"sweep was not started(.|\n)*job 0 .*Could not override 'model.no_such_key'"),
+        (
+            ["hparams_search=gamma_lr", "model.no_such_key=choice(1,2)"],
+            r"sweep was not started(.|\n)*job 0 .*Could not override 'model.no_such_key'",
+        ),
     ],
     ids=["unknown-override", "bad-value-in-one-job", "optuna-unknown-param"],
 )
