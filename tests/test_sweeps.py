@@ -188,23 +188,25 @@ def test_wandb_logger_of_a_multirun_job_gets_group_name_tags(tmp_path, monkeypat
     assert not list(tmp_path.rglob("offline-run-*")), "building the logger must not start W&B"
 
 
-def test_requeue_signal_is_handed_to_the_launchers_handler_after_fit():
-    """Under submitit a Python handler owns SIGUSR1: GracefulStop takes it for the stop, and
-    pass_on raises it again once fit is over so the launcher re-queues the job."""
+@pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGUSR1], ids=["SIGUSR2", "SIGUSR1"])
+def test_requeue_signal_is_handed_to_the_launchers_handler_after_fit(sig):
+    """Under submitit a Python handler owns its pre-emption signal (SIGUSR2 by default):
+    GracefulStop takes it for the stop, and pass_on raises it again once fit is over so the
+    launcher re-queues the job."""
     seen = []
-    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(signum))
+    previous = signal.signal(sig, lambda signum, frame: seen.append(signum))
     try:
         stop = GracefulStop()
         stop.on_train_start(None, None)
-        os.kill(os.getpid(), signal.SIGUSR1)
-        assert stop.received == "SIGUSR1" and seen == []  # the stop, not the requeue, first
+        os.kill(os.getpid(), sig)
+        assert stop.received == sig.name and seen == []  # the stop, not the requeue, first
         stop.on_train_end(None, None)
         pass_on_signals([stop])
-        assert seen == [signal.SIGUSR1]
+        assert seen == [sig]
         pass_on_signals([stop])
-        assert seen == [signal.SIGUSR1], "handed on once"
+        assert seen == [sig], "handed on once"
     finally:
-        signal.signal(signal.SIGUSR1, previous)
+        signal.signal(sig, previous)
 
 
 def test_requeue_signal_is_left_alone_without_a_launcher_handler():
@@ -279,3 +281,43 @@ def test_report_command_prints_and_writes_csv_and_png(sweep, capsys):
 def test_report_command_on_a_folder_without_runs(tmp_path, capsys):
     assert report_main([str(tmp_path)]) == 2
     assert "no run folders" in capsys.readouterr().err
+
+
+def test_slurm_launcher_asks_one_task_per_gpu_and_its_signal_before_the_limit(
+    tmp_path, monkeypatch
+):
+    """hydra/launcher=slurm with trainer=ddp (8 GPUs x 2 nodes): the sbatch script submitit would
+    submit (built without a cluster: submitit's srun probe is patched)."""
+    import submitit
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
+        SlurmLauncher as SubmititSlurmLauncher,
+    )
+
+    from hydra_plugins.gp3d_launchers.launchers import SlurmLauncher
+
+    overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8",
+                 "trainer.num_nodes=2", "hydra.launcher.partition=gpu",
+                 f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    params = dict(cfg.hydra.launcher)
+    assert params.pop("_target_") == "hydra_plugins.gp3d_launchers.launchers.SlurmLauncher"
+    launcher = SlurmLauncher(**params)
+    launcher.config = cfg
+    monkeypatch.setattr(submitit.slurm.slurm.SlurmExecutor, "affinity", classmethod(lambda c: 1))
+    scripts = []
+
+    def capture(executor, fn, *args):
+        scripts.append(executor._executor._make_submission_file_text("python -m job", "0"))
+        return []
+
+    monkeypatch.setattr(submitit.AutoExecutor, "map_array", capture)
+    SubmititSlurmLauncher.launch(launcher, [["seed=0"]], initial_job_idx=0)  # no up-front check
+    (script,) = scripts
+    for line in ("--partition=gpu", "--nodes=2", "--ntasks-per-node=8", "--gpus-per-node=8",
+                 "--signal=USR2@180", "--time=2880"):  # fmt: skip
+        assert f"#SBATCH {line}" in script, script

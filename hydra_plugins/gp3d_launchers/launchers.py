@@ -5,7 +5,7 @@ package, hence this folder; the logic lives in gp3d.sweeps.jobs. Configs: conf/h
 - ``LocalLauncher`` (``local``): submitit's local executor, one process per job, all at once.
 - ``SlurmLauncher`` (``slurm``): submitit on SLURM, one array task per job; a pre-empted or
   timed-out job is re-queued with ``resume=latest`` (submitit calls ``checkpoint`` from its
-  SIGUSR1 handler, after gp3d's GracefulStop has written last.ckpt).
+  pre-emption signal handler (SIGUSR2), after gp3d's GracefulStop has written last.ckpt).
 
 Each checks the config of every job of a batch before any job starts.
 """
