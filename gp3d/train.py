@@ -103,7 +103,7 @@ def train(cfg: DictConfig) -> dict:
             import wandb
 
             wandb.finish()
-    pass_on_signals(callbacks)  # a SLURM job stopped by SIGUSR1: submitit re-queues it now
+    pass_on_signals(callbacks)  # a submitit job stopped by its signal: re-queued now
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     direction = cfg.get("optimized_direction", "minimize")
     objective = run_objective(cfg.get("optimized_metric"), direction, loggers, metrics)

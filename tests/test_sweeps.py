@@ -186,6 +186,10 @@ def test_wandb_logger_of_a_multirun_job_gets_group_name_tags(tmp_path, monkeypat
     assert init["tags"] == ["model.module.r1_gamma=1.0"]
     assert init["dir"] == str(sweep_dir / "1")  # offline files in the run folder: wandb sync
     assert not list(tmp_path.rglob("offline-run-*")), "building the logger must not start W&B"
+    with open_dict(cfg):
+        cfg.logger.wandb.group, cfg.logger.wandb.name = "mine", None
+    apply_wandb_identity(cfg.logger, run_identity("smoke", job, str(sweep_dir), sweep_cli))
+    assert cfg.logger.wandb.group == "mine", "an explicit setting wins"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGUSR1], ids=["SIGUSR2", "SIGUSR1"])

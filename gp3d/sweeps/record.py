@@ -22,7 +22,7 @@ FAILURE_TXT = "failure.txt"
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")  # DDP ranks may write at once
     tmp.write_text(json.dumps(data, indent=2, allow_nan=True))
     os.replace(tmp, path)
 
