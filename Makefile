@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 # W&B logs offline unless you configured a key (`wandb login` or WANDB_API_KEY).
 ARGS ?=
 
-.PHONY: help setup train test test-full test-gpu lint typecheck check format data smoke bench clean clean-logs fid-extra shards
+.PHONY: help setup train test test-full test-gpu lint typecheck check format data smoke bench clean clean-logs fid-extra shards wandb-sync sweep-report
 
 # `make train`'s experiment (conf/experiment/): the CPU recipe; EXPERIMENT=synthetic = full 3DGP.
 EXPERIMENT ?= synthetic_fast
@@ -57,6 +57,15 @@ test-full: setup  ## all CPU tests, slow ones included
 
 test-gpu: setup  ## GPU-only tests (needs CUDA)
 	$(PY) -m pytest -m gpu $(ARGS)
+
+# Sweeps (README "Sweeps"): W&B runs log offline without a key; upload a run's or a whole sweep's.
+wandb-sync: setup  ## upload offline W&B runs under DIR (a run or sweep folder): make wandb-sync DIR=outputs/...
+	@test -n "$(DIR)" || { echo "usage: make wandb-sync DIR=<run or multirun folder>"; exit 2; }
+	find "$(DIR)" -type d -name 'offline-run-*' -prune -print0 | xargs -0 -r $(VENV)/bin/wandb sync
+
+sweep-report: setup  ## table + CSV + curves of a multirun: make sweep-report DIR=outputs/<task>/multirun_...
+	@test -n "$(DIR)" || { echo "usage: make sweep-report DIR=<multirun folder>"; exit 2; }
+	$(PY) -m gp3d.sweep_report "$(DIR)" $(ARGS)
 
 bench: setup  ## speed/memory benchmarks (python -m gp3d.bench)
 	$(PY) -m gp3d.bench $(ARGS)

@@ -11,13 +11,18 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gp3d.callbacks.preemption import pass_on_signals
 from gp3d.config_checks import ConfigError, check_config
 from gp3d.data.format import manifest_sha256
 from gp3d.data.prepare import prepare_dataset
 from gp3d.models.param_count import format_parameter_table, parameter_counts
+from gp3d.sweeps.identity import apply_wandb_identity, identity_from_hydra
+from gp3d.sweeps.objective import run_objective
+from gp3d.sweeps.record import RunRecord
 from gp3d.utils.env import configure_tf32, configure_wandb_mode
 from gp3d.utils.instantiate import instantiate_list
 from gp3d.utils.resume import resolve_resume
@@ -83,6 +88,7 @@ def train(cfg: DictConfig) -> dict:
     model.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     model.data_info = data_info(datamodule)
     callbacks = instantiate_list(cfg.get("callbacks"))
+    apply_wandb_identity(cfg.get("logger"), identity_from_hydra(cfg.task_name))  # sweep group/name
     loggers = instantiate_list(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
@@ -97,15 +103,24 @@ def train(cfg: DictConfig) -> dict:
             import wandb
 
             wandb.finish()
+    pass_on_signals(callbacks)  # a submitit job stopped by its signal: re-queued now
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    return {"metrics": metrics, "model": model, "trainer": trainer}
+    direction = cfg.get("optimized_direction", "minimize")
+    objective = run_objective(cfg.get("optimized_metric"), direction, loggers, metrics)
+    return {"metrics": metrics, "model": model, "trainer": trainer, "objective": objective}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> None:
-    if HydraConfig.initialized():
-        log.info("run dir: %s", Path(HydraConfig.get().runtime.output_dir))
-    train(cfg)
+def main(cfg: DictConfig) -> float:
+    """Returns the sweep objective (``optimized_metric``). In a multirun a failed job is recorded
+    in its run folder (run.json, failure.txt) and the sweep goes on (gp3d.sweeps.record)."""
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    log.info("run dir: %s", run_dir)
+    with RunRecord(run_dir, keep_going=hc.mode == RunMode.MULTIRUN) as record:
+        out = train(cfg)
+        record.objective, record.kimg = out["objective"], out["model"].nimg.item() / 1000
+    return record.objective
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ LAYERS = [
     {"gp3d.training", "gp3d.inference"},
     {"gp3d.metrics"},
     {"gp3d.callbacks", "gp3d.bench", "gp3d.inversion", "gp3d.viewer"},
-    {"gp3d.eval3d"},
+    {"gp3d.eval3d", "gp3d.sweeps"},
 ]
 LIBRARY = set().union(*LAYERS)
 

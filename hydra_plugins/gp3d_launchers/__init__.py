@@ -1,0 +1,1 @@
+"""gp3d's Hydra launcher plugins (see launchers.py)."""
