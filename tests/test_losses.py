@@ -75,6 +75,14 @@ def test_distillation_loss_zero_at_target_and_scale_weighting():
     pred[0] += 1.0
     big, small = torch.tensor([1.0, 0.25, 0.25, 0.25]), torch.tensor([0.25, 1.0, 1.0, 1.0])
     assert distillation_loss(pred, t, big) > distillation_loss(pred, t, small)
+    # the weights are exactly s / mean(s): distances 4, 0, 0, 2 weighted 2, 1, 1, 0 (mean s 0.5)
+    pred = t.clone()
+    pred[0] += 1.0
+    pred[3] += 0.5
+    scale = torch.tensor([1.0, 0.5, 0.5, 0.0])
+    assert math.isclose(
+        distillation_loss(pred, t, scale).item(), (4 * 2 + 0 + 0 + 0) / 4, rel_tol=1e-5
+    )
 
 
 def test_schedule_endpoints_match_spec():
