@@ -69,6 +69,7 @@ def test_bf16_mixed_precision_trains_the_full_recipe(tmp_path, data_dir):
     assert not torch.equal(lit.G.mapping.w_avg, torch.zeros_like(lit.G.mapping.w_avg))
 
 
+@pytest.mark.slow  # two training runs, one through torch.compile's graph capture (~30 s)
 def test_compiled_generator_trains_and_checkpoints_under_its_own_names(tmp_path, data_dir):
     """model.module.compile=true (aot_eager here: graph capture without C++ codegen) compiles
     G's synthesis and decoder in place: same parameter names in the checkpoint, finite weights."""
