@@ -18,7 +18,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "gp3d"))
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-SLOW_TEST_TIMEOUT_S = 1200  # `slow` tests (make test-full) may train for minutes on one core
+SLOW_TEST_TIMEOUT_S = 1800  # `slow` tests (make test-full) may train for minutes on one core
 
 
 def pytest_collection_modifyitems(config, items):

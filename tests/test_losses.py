@@ -119,6 +119,10 @@ def test_ema_beta_half_life_during_and_after_rampup():
     assert math.isclose(schedules.ema_beta(100_000, 64, 20.0, rampup=None), 0.5 ** (64 / 20_000))
     assert math.isclose(schedules.ema_beta(400_000, 64, 20.0), 0.5 ** (64 / 20_000))  # ramp done
     assert math.isclose(schedules.ema_beta(1000, 32, 10.0, rampup=0.1), 0.5 ** (32 / 100))
+    # defaults (spec 7.5): ema_kimg 20, rampup 0.05; at 0 images the EMA is a plain copy
+    assert math.isclose(schedules.ema_beta(10**9, 64), 0.5 ** (64 / 20_000))
+    assert math.isclose(schedules.ema_beta(100_000, 64), 0.5 ** (64 / 5000))
+    assert schedules.ema_beta(0, 64) == 0.0
 
 
 def test_r1_gamma_and_lazy_adam_are_the_formulas():

@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, s in results.items():
         by_module[module_of(name)][s] += 1
     total: Counter = Counter()
-    print(f"{'module':45s} {'caught':>7s} {'holes':>6s} {'unrun':>6s} {'kill rate':>9s}")
+    print(
+        f"{'module':36s} {'killed':>6s} {'timeout':>7s} {'survived':>8s} {'no test':>7s}"
+        f" {'unrun':>6s} {'kill rate':>9s}"
+    )
     for module, c in sorted(by_module.items()):
         total.update(c)
         print(_row(module, c))
@@ -65,10 +68,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _row(label: str, c: Counter) -> str:
+    """Kill rate = (killed + timeout) / (killed + timeout + survived + no tests)."""
     caught = c["killed"] + c["timeout"]
     holes = c["survived"] + c["no tests"]
     rate = f"{100 * caught / (caught + holes):.1f}%" if caught + holes else "-"
-    return f"{label:45s} {caught:7d} {holes:6d} {c['not checked']:6d} {rate:>9s}"
+    return (
+        f"{label:36s} {c['killed']:6d} {c['timeout']:7d} {c['survived']:8d} {c['no tests']:7d}"
+        f" {c['not checked']:6d} {rate:>9s}"
+    )
 
 
 if __name__ == "__main__":
