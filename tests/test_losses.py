@@ -108,6 +108,7 @@ def test_schedules_mid_ramp_and_clamped_outside():
     assert math.isclose(schedules.patch_beta(2500), 0.001 + 0.25 * 0.799)
     assert math.isclose(schedules.linear_schedule(3, 2.0, -2.0, 4), -1.0)
     assert schedules.linear_schedule(3, 2.0, -2.0, 0) == -2.0  # no ramp: the end value
+    assert math.isclose(schedules.linear_schedule(0.25, 0.0, 1.0, 0.5), 0.5)  # short ramps too
     # patch scale mean at beta = 0.8: 0.25 + 0.75 / 1.8 (spec 2.6)
     assert math.isclose(schedules.mean_patch_scale(0.25, 0.8), 0.25 + 0.75 / 1.8)
     assert math.isclose(schedules.mean_patch_scale(0.25, 0.0), 1.0)
