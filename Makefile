@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 # W&B logs offline unless you configured a key (`wandb login` or WANDB_API_KEY).
 ARGS ?=
 
-.PHONY: help setup train test test-full test-gpu lint typecheck check format data smoke bench clean clean-logs fid-extra shards wandb-sync sweep-report
+.PHONY: help setup train test test-full test-gpu mutate mutate-results lint typecheck check format data smoke bench clean clean-logs fid-extra shards wandb-sync sweep-report
 
 # `make train`'s experiment (conf/experiment/): the CPU recipe; EXPERIMENT=synthetic = full 3DGP.
 EXPERIMENT ?= synthetic_fast
@@ -67,6 +67,20 @@ sweep-report: setup  ## table + CSV + curves of a multirun: make sweep-report DI
 	@test -n "$(DIR)" || { echo "usage: make sweep-report DIR=<multirun folder>"; exit 2; }
 	$(PY) -m gp3d.sweep_report "$(DIR)" $(ARGS)
 
+# Mutation testing ([tool.mutmut] in pyproject.toml: which modules, which fast test files).
+# MUTATE_BUDGET_S bounds the wall time (results so far are kept in mutants/ and a rerun resumes);
+# MUTANTS picks a subset by name glob, e.g. MUTANTS="gp3d.training.losses* gp3d.training.ema*".
+MUTATE_BUDGET_S ?= 1800
+MUTATE_JOBS ?= 2
+MUTANTS ?=
+mutate: setup  ## mutation testing of the core maths against the fast tests (MUTATE_BUDGET_S= MUTANTS=)
+	OMP_NUM_THREADS=1 timeout --kill-after=30 $(MUTATE_BUDGET_S) $(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS); \
+		rc=$$?; test $$rc -eq 124 && echo "mutate: time budget of $(MUTATE_BUDGET_S) s used up; rerun to continue"; \
+		$(VENV)/bin/python tools/mutation_summary.py $(if $(MUTANTS),--only $(MUTANTS)); test $$rc -eq 0 -o $$rc -eq 124
+
+mutate-results: setup  ## kill rate and surviving mutants of the last `make mutate`
+	$(VENV)/bin/python tools/mutation_summary.py --survivors
+
 bench: setup  ## speed/memory benchmarks (python -m gp3d.bench)
 	$(PY) -m gp3d.bench $(ARGS)
 
@@ -85,5 +99,5 @@ clean-logs:  ## remove run outputs
 	rm -rf outputs logs wandb
 
 clean: clean-logs  ## remove caches and the virtualenv
-	rm -rf $(VENV) .pytest_cache .ruff_cache data/cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache data/cache mutants
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

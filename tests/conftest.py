@@ -7,8 +7,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Property tests: few examples, no per-example deadline (a busy 2-core CPU), derandomized so CI
+# is reproducible, no example database written into the work tree. HYPOTHESIS_PROFILE=explore
+# searches harder with fresh random examples.
+settings.register_profile("gp3d", max_examples=25, deadline=None, derandomize=True, database=None)
+settings.register_profile("explore", max_examples=500, deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "gp3d"))
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+SLOW_TEST_TIMEOUT_S = 1800  # `slow` tests (make test-full) may train for minutes on one core
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ be predicted.
 
 import math
 
+import pytest
 import torch
 
 from data_prep.synthetic.scenes import render, sample_scenes
@@ -26,6 +27,8 @@ def cams(yaws, pitches, fov=32.0):
     )
 
 
+@pytest.mark.slow  # 220 optimisation steps, over 2 min on one core; the tri-plane axis
+# convention itself is checked in a second by tests/test_triplane.py
 def test_free_triplanes_fit_scene_and_generalise_to_held_out_view():
     torch.manual_seed(0)
     scene = sample_scenes(3, [0])  # class 0

@@ -178,3 +178,33 @@ def test_triplane_features_per_plane_and_their_mean():
     torch.testing.assert_close(
         sample_triplanes(planes, points), sample_triplane_features(planes, points).mean(dim=1)
     )
+
+
+def test_sample_pdf_normalises_unnormalised_weights():
+    # weights 2 : 6 : 0 : 2 (sum 1000, not 1) over 4 equal bins -> 20 %, 60 %, 0 %, 20 % of samples
+    bins = torch.linspace(0, 1, 5).expand(2, 5)
+    weights = torch.tensor([[200.0, 600.0, 0.0, 200.0], [2.0, 6.0, 0.0, 2.0]])
+    u = ((torch.arange(1000) + 0.5) / 1000).expand(2, 1000)  # evenly spread uniforms
+    for eps, tol in ((0.0, 0.0), (1e-5, 0.002)):
+        s = sample_pdf(bins, weights, 1000, u=u, eps=eps)
+        frac = torch.stack(
+            [((s >= lo) & (s < lo + 0.25)).float().mean(-1) for lo in (0, 0.25, 0.5, 0.75)], -1
+        )
+        torch.testing.assert_close(frac, torch.tensor([[0.2, 0.6, 0.0, 0.2]] * 2), atol=tol, rtol=0)
+    # within a bin the inverse cdf is linear: the first fifth of u fills bin 0 evenly
+    torch.testing.assert_close(s[0, :200], (u[0, :200] / 0.2) * 0.25, atol=2e-3, rtol=0)
+    # random u: the same fractions up to sampling noise
+    s = sample_pdf(bins[:1], weights[:1] * 37.0, 4000)
+    assert abs(((s >= 0.25) & (s < 0.5)).float().mean().item() - 0.6) < 0.04
+
+
+def test_importance_samples_follow_unnormalised_coarse_weights():
+    # coarse s = 0, .25, .5, .75, 1 -> midpoints .125 .375 .625 .875; weights[1:-1] = 3 : 1 : 0
+    s_coarse = torch.linspace(0, 1, 5)[None]
+    weights = torch.tensor([[9.0, 30.0, 10.0, 0.0, 9.0]])
+    u = ((torch.arange(400) + 0.5) / 400)[None]
+    s = importance_samples(s_coarse, weights, 400, u=u)
+    first = ((s >= 0.125) & (s < 0.375)).float().mean().item()
+    second = ((s >= 0.375) & (s < 0.625)).float().mean().item()
+    assert abs(first - 0.75) < 0.01 and abs(second - 0.25) < 0.01
+    assert ((s >= 0.125) & (s <= 0.875)).all()

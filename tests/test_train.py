@@ -69,6 +69,7 @@ def test_bf16_mixed_precision_trains_the_full_recipe(tmp_path, data_dir):
     assert not torch.equal(lit.G.mapping.w_avg, torch.zeros_like(lit.G.mapping.w_avg))
 
 
+@pytest.mark.slow  # two training runs, one through torch.compile's graph capture (~30 s)
 def test_compiled_generator_trains_and_checkpoints_under_its_own_names(tmp_path, data_dir):
     """model.module.compile=true (aot_eager here: graph capture without C++ codegen) compiles
     G's synthesis and decoder in place: same parameter names in the checkpoint, finite weights."""
@@ -101,6 +102,8 @@ def test_compile_failure_falls_back_to_eager(tmp_path, data_dir, monkeypatch):
     assert lit.compiled == [] and lit.nimg.item() == 4
 
 
+@pytest.mark.slow  # two training runs with samples and video (~40 s wall at load 3); fast
+# coverage: test_resume_reseeds_the_training_rng_from_nimg, the tiny_run fixture's outputs
 def test_smoke_run_leaves_checkpoints_samples_logs_and_resumes(tmp_path, data_dir, monkeypatch):
     cfg = compose_train(["experiment=smoke", *TINY, "model.total_kimg=0.012"], tmp_path, data_dir)
     prepare_dataset(

@@ -13,10 +13,11 @@ def make_ema_copy(module: nn.Module) -> nn.Module:
     return ema
 
 
-@torch.no_grad()
 def ema_update(ema: nn.Module, module: nn.Module, beta: float) -> None:
     """p_ema <- lerp(p, p_ema, beta); buffers (w_avg, schedule progress, ...) copied verbatim."""
-    for p_ema, p in zip(ema.parameters(), module.parameters()):
-        p_ema.copy_(p.detach().lerp(p_ema, beta))
-    for b_ema, b in zip(ema.buffers(), module.buffers()):
-        b_ema.copy_(b)
+    # no_grad as a block, not a decorator: mutation testers skip decorated functions
+    with torch.no_grad():
+        for p_ema, p in zip(ema.parameters(), module.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(ema.buffers(), module.buffers()):
+            b_ema.copy_(b)
