@@ -59,9 +59,9 @@ class DivergenceRollback(Callback):
         if bad:
             return "non-finite " + ", ".join(bad)
         streak = trainer.callback_metrics.get(GRAD_STREAK)
-        if self.max_grad_skips is not None and streak is not None:
-            if float(streak) >= self.max_grad_skips:
-                return f"non-finite gradients: the last {int(streak)} steps were skipped"
+        limit = self.max_grad_skips
+        if limit is not None and streak is not None and float(streak) >= limit:
+            return f"non-finite gradients: the last {int(streak)} steps were skipped"
         if self.bound is not None and any(abs(v) > self.bound for v in values.values()):
             self._strikes += 1
             if self._strikes >= self.patience:
