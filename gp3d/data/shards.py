@@ -201,7 +201,8 @@ class RandomXFlip(_Seeded):
     """Mirror image and depth together (spec 5.1) with probability ``p``; not the embedding.
 
     Works on :class:`DecodeRaw` samples (``[H, W, ...]`` arrays): a flip is a view, copied
-    once when the batch is stacked."""
+    once when the batch is stacked. (Not kornia's RandomHorizontalFlip: that works on tensors,
+    per batch, and would draw from torch's RNG instead of this stage's resumable stream.)"""
 
     salt = 2
 
