@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     out = run(args.dataset, args.batch, args.images, args.repeats, args.shuffle_buffer)
     for name, rates in out["passes"].items():
-        print(f"{name:<16} {out['best'][name]:8.0f} images/s (passes: "
+        print(f"{name:<16} {out['best'][name]:8.0f} images/CPU-s (passes: "
               + " ".join(f"{r:.0f}" for r in rates) + ")")  # fmt: skip
     ratio = out["best"]["gp3d"] / out["best"]["webdataset tar"]
     print(f"gp3d / webdataset tar: {ratio:.2f}x at {out['resolution']} px, batch {args.batch}, "
