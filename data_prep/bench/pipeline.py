@@ -37,7 +37,7 @@ from skimage import data as skdata
 from torch.utils.data import DataLoader, Dataset
 
 from data_prep import common
-from data_prep.images import crop_resize, load_rgb
+from data_prep.images import crop_resize, load_depth, load_rgb
 from data_prep.write_shards import write_shards
 from gp3d.data.shards import decode_depth, decode_image, make_pipeline
 
@@ -96,8 +96,9 @@ class SourceDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         path = self.images[i]
         rgb = crop_resize(load_rgb(path), self.resolution)
-        depth = Image.open(path.with_name(path.stem + "_depth.png"))
-        d = crop_resize(np.asarray(depth), self.resolution)
+        # load_depth: every 16-bit PNG layout at full precision (Pillow drops the low byte of
+        # 16-bit RGB / grey+alpha), the same reader write_shards uses
+        d = crop_resize(load_depth(path.with_name(path.stem + "_depth.png")), self.resolution)
         image = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 127.5 - 1
         return image, torch.from_numpy(d.astype(np.float32))[None] / 65536 * 2 - 1
 

@@ -10,6 +10,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d
 
 
 def _random_monotone_curve(x: torch.Tensor, g: torch.Generator, segments: int = 6) -> torch.Tensor:
@@ -26,11 +27,9 @@ def _random_monotone_curve(x: torch.Tensor, g: torch.Generator, segments: int = 
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, math.ceil(2 * sigma))
-    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=x.dtype) / sigma) ** 2)
-    k = k / k.sum()
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
+    """Gaussian blur over +-max(1, ceil(2 sigma)) pixels, edges replicated (kornia)."""
+    size = 2 * max(1, math.ceil(2 * sigma)) + 1
+    return gaussian_blur2d(x, (size, size), (sigma, sigma), border_type="replicate")
 
 
 def simulate_monocular_depth(

@@ -18,6 +18,7 @@ from gp3d.utils import seeding
 from gp3d.utils.resume import checkpoint_problem, run_checkpoints
 
 log = logging.getLogger("gp3d.divergence")
+GRAD_STREAK = "train/grad_skip_streak"  # logged by GP3DLitModule's GradGuard
 
 
 class DivergenceRollback(Callback):
@@ -29,6 +30,9 @@ class DivergenceRollback(Callback):
     max_retries: rollbacks allowed before training stops with an error.
     lr_factor: learning rates are multiplied by this at each rollback (1 = unchanged).
     reseed: draw a new training RNG stream after a rollback (else the same failure may recur).
+    max_grad_skips: a check that finds this many consecutive optimizer steps of one network
+        skipped for non-finite gradients (``train/grad_skip_streak``, see
+        ``gp3d/training/grad_guard.py``) rolls back; None = never.
     """
 
     def __init__(
@@ -40,10 +44,12 @@ class DivergenceRollback(Callback):
         max_retries: int = 3,
         lr_factor: float = 0.5,
         reseed: bool = True,
+        max_grad_skips: int | None = 4,
     ) -> None:
         self.check_every, self.keys, self.bound = max(1, check_every), tuple(keys), bound
         self.patience, self.max_retries = max(1, patience), max_retries
         self.lr_factor, self.reseed = lr_factor, reseed
+        self.max_grad_skips = max_grad_skips
         self.retries, self.good_nimg, self._strikes, self._steps = 0, 0, 0, 0
 
     def _verdict(self, trainer: Trainer) -> str | None:
@@ -52,6 +58,10 @@ class DivergenceRollback(Callback):
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         if bad:
             return "non-finite " + ", ".join(bad)
+        streak = trainer.callback_metrics.get(GRAD_STREAK)
+        limit = self.max_grad_skips
+        if limit is not None and streak is not None and float(streak) >= limit:
+            return f"non-finite gradients: the last {int(streak)} steps were skipped"
         if self.bound is not None and any(abs(v) > self.bound for v in values.values()):
             self._strikes += 1
             if self._strikes >= self.patience:

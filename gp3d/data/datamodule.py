@@ -12,8 +12,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from gp3d.data.bad_samples import SkipTally
 from gp3d.data.format import DatasetFormatError, read_manifest, shard_paths
 from gp3d.data.shards import make_pipeline
+from gp3d.types import Batch
 
 
 def stream_position(start_nimg: int, batch_size: int, batches_per_epoch: int) -> tuple[int, int]:
@@ -38,6 +40,10 @@ class GP3DDataModule(L.LightningDataModule):
         seed: seed of shard sampling, shuffling and flips.
         pin_memory: pin batches in page-locked memory (for GPU training).
         create_hint: how users of this project create data, shown in errors.
+        max_bad_fraction: bad samples (undecodable, missing member, wrong size, label out of
+            range, non-finite embedding, corrupt shard) are skipped and counted; training stops
+            once more than this fraction of the samples read were bad (``gp3d.data.bad_samples``).
+        bad_min_samples: samples read before that fraction is judged.
     """
 
     def __init__(
@@ -53,6 +59,8 @@ class GP3DDataModule(L.LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         create_hint: str = "make data",
+        max_bad_fraction: float = 0.01,
+        bad_min_samples: int = 1000,
     ) -> None:
         super().__init__()
         if batch_size < 1 or epoch_images < 1 or num_workers < 0 or shuffle_buffer < 1:
@@ -70,6 +78,9 @@ class GP3DDataModule(L.LightningDataModule):
         self.seed = seed
         self.pin_memory = pin_memory
         self.create_hint = create_hint
+        self.max_bad_fraction, self.bad_min_samples = max_bad_fraction, bad_min_samples
+        # Main-process counts over all workers (each worker also judges its own share).
+        self.skips = SkipTally(max_bad_fraction, bad_min_samples)
         self.rank, self.world_size = 0, 1
         self._manifest: dict[str, Any] | None = None
 
@@ -149,6 +160,10 @@ class GP3DDataModule(L.LightningDataModule):
             seed=self.seed,
             start_pass=start_pass,
             skip_batches=skip_batches,
+            num_classes=self.num_classes,
+            embedding_dim=self.embedding_dim if self.use_embeddings else None,
+            max_bad_fraction=self.max_bad_fraction,
+            bad_min_samples=self.bad_min_samples,
         )
         workers = self.num_workers
         return DataLoader(
@@ -162,6 +177,20 @@ class GP3DDataModule(L.LightningDataModule):
             persistent_workers=workers > 0,  # keeps per-pass RNG state: new draws every epoch
             prefetch_factor=2 if workers > 0 else None,
         )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Count the samples the batch's worker skipped, log the counts when they change, and
+        stop (``TooMuchBadData``) past ``max_bad_fraction``. Runs in the main process on every
+        rank; each rank judges its own share of the stream."""
+        events = getattr(batch, "skipped", ())
+        if isinstance(batch, Batch):
+            self.skips.add_good(batch.image.shape[0])
+        if events:
+            self.skips.add(events)  # logs the first ones, raises past the threshold
+            trainer = self.trainer
+            for logger in trainer.loggers if trainer is not None else []:
+                logger.log_metrics(self.skips.metrics(), step=trainer.global_step)
+        return batch
 
     def _start_nimg(self) -> int:
         """Images the model had seen when this loader was made: non-zero after a resume (Lightning

@@ -12,8 +12,10 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+import webdataset as wds
 from PIL import Image
 
+from gp3d.data.bad_samples import BadSample, field_reason
 from gp3d.data.format import IMAGE_KEYS  # noqa: F401  (re-exported)
 from gp3d.data.pixels import to_rgb
 
@@ -105,32 +107,83 @@ def decode_depth(data: bytes) -> torch.Tensor:
     return normalise_depths(_readonly_ok(decode_depth_raw(data)))
 
 
+def _label(data: bytes) -> int:
+    return int(data)
+
+
+def _decoder(use_embeddings: bool) -> wds.autodecode.Decoder:
+    """webdataset's per-field decoder with gp3d's handlers: its built-in image handlers go through
+    Pillow, which drops the low byte of 16-bit colour PNGs (issue 16 item 2), and its ``cls``
+    handler is the same ``int``. ``depth.png`` comes first: the image handler's ``png`` would
+    match it too."""
+    handlers = [
+        wds.handle_extension("depth.png", decode_depth_raw),
+        wds.handle_extension(" ".join(IMAGE_KEYS), decode_image_u8),
+        wds.handle_extension("cls", _label),
+    ]
+    only = ["depth.png", "cls", *IMAGE_KEYS]
+    if use_embeddings:
+        handlers.append(wds.handle_extension("emb.npy", decode_embedding_raw))
+        only.append("emb.npy")
+    return wds.autodecode.Decoder(handlers, only=only)  # other members stay undecoded bytes
+
+
 class DecodeRaw:
     """Raw tar sample dict -> dict of arrays: image uint8 ``[H, W, 3]``, depth raw ``[H, W]``,
-    label int[, embedding float32]; :func:`gp3d.data.shards.collate` normalises per batch."""
+    label int[, embedding float32]; :func:`gp3d.data.shards.collate` normalises per batch.
 
-    def __init__(self, resolution: int, use_embeddings: bool) -> None:
+    Decoding is webdataset's ``Decoder``; a sample that cannot be used raises
+    :class:`~gp3d.data.bad_samples.BadSample` with its reason (undecodable field, missing member,
+    wrong size, label outside ``[0, num_classes)``, non-finite or wrong-length embedding), which
+    the loader's error handler counts and skips.
+    """
+
+    def __init__(
+        self,
+        resolution: int,
+        use_embeddings: bool,
+        num_classes: int | None = None,
+        embedding_dim: int | None = None,
+    ) -> None:
         self.resolution = resolution
         self.use_embeddings = use_embeddings
+        self.num_classes, self.embedding_dim = num_classes, embedding_dim
+        self.decoder = _decoder(use_embeddings)
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        where = f"sample {sample.get('__key__')} of {sample.get('__url__')}"
+        url, key = sample.get("__url__", "?"), sample.get("__key__", "?")
         image_key = next((k for k in IMAGE_KEYS if k in sample), None)
-        if image_key is None or "depth.png" not in sample:
-            raise ValueError(f"{where} lacks an image ({'/'.join(IMAGE_KEYS)}) or depth.png")
-        image, depth = decode_image_u8(sample[image_key]), decode_depth_raw(sample["depth.png"])
+        wanted = ["depth.png", "emb.npy"] if self.use_embeddings else ["depth.png"]
+        missing = [k for k in wanted if k not in sample] + ([] if image_key else ["image"])
+        if missing:
+            raise BadSample("missing", url, key, "no " + ", ".join(missing))
+        try:
+            sample = self.decoder(sample)
+        except wds.autodecode.DecodingError as err:
+            cause = err.__cause__
+            raise BadSample(field_reason(err.k), url, key, f"{err.k}: {cause!r}") from err
+        image, depth = sample[image_key], sample["depth.png"]
         size = (self.resolution, self.resolution)
         if image.shape[:2] != size or depth.shape != size:
-            raise ValueError(
-                f"{where}: image {tuple(image.shape[:2])} / depth {tuple(depth.shape)}, "
-                f"expected {size} (the manifest's resolution)"
-            )
-        cls = sample.get("cls")
-        out = {"image": image, "depth": depth, "label": int(cls) if cls is not None else 0}
+            raise BadSample(
+                "shape", url, key,
+                f"image {tuple(image.shape[:2])} / depth {tuple(depth.shape)}, expected {size} "
+                "(the manifest's resolution)",
+            )  # fmt: skip
+        label = sample.get("cls", 0)
+        if self.num_classes is not None and not 0 <= label < max(self.num_classes, 1):
+            raise BadSample("label", url, key, f"class {label} outside [0, {self.num_classes})")
+        out = {"image": image, "depth": depth, "label": label}
         if self.use_embeddings:
-            if "emb.npy" not in sample:
-                raise ValueError(f"{where} has no emb.npy but embeddings were requested")
-            out["embedding"] = decode_embedding_raw(sample["emb.npy"])
+            emb = sample["emb.npy"]
+            if emb.ndim != 1 or (self.embedding_dim not in (None, emb.shape[0])):
+                raise BadSample(
+                    "embedding", url, key,
+                    f"shape {emb.shape}, expected ({self.embedding_dim},) (the manifest's)",
+                )  # fmt: skip
+            if not np.isfinite(emb).all():
+                raise BadSample("embedding", url, key, "NaN or Inf in the teacher features")
+            out["embedding"] = emb
         return out
 
 

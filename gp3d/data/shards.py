@@ -7,7 +7,10 @@ The shard format is documented in ``data_prep/common.py``. Stages, in order:
    DataLoader worker, so ranks and workers read disjoint positions of one stream;
 2. tar -> samples (``gp3d.data.tar_samples``, webdataset's sample semantics) through a shuffle
    buffer, which holds where a sample's bytes are and reads them when it emits the sample;
-3. decode to raw arrays: image uint8, depth raw 16 bit, label, optional embedding float32;
+3. decode to raw arrays with webdataset's ``Decoder`` (``DecodeRaw``): image uint8, depth raw
+   16 bit, label, optional embedding float32; a bad sample (or a corrupt shard in stage 2) is
+   skipped and counted by webdataset-style error handlers (``gp3d.data.bad_samples``), and the
+   counts ride to the main process in the batches (``PinnableBatch.skipped``);
 4. joint x-flip of image and depth with p = 0.5; the embedding is *not* flipped (spec 6.5:
    mirrored reals use the un-mirrored image's embedding);
 5. batching into ``gp3d.types.Batch``, normalising once per batch: image uint8 / 127.5 - 1
@@ -28,7 +31,8 @@ reading tar headers.
 
 import random
 from collections.abc import Iterator
-from dataclasses import fields
+from dataclasses import dataclass, fields
+from functools import partial
 from itertools import islice
 from typing import Any
 
@@ -36,6 +40,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from gp3d.data.bad_samples import SkipEvent, SkipTally
 from gp3d.data.decode import (  # noqa: F401 - decode_* / Decode re-exported (bench, tests)
     IMAGE_KEYS,
     Decode,
@@ -50,16 +55,19 @@ from gp3d.data.tar_samples import LoadSamples, tar_sample_refs
 from gp3d.types import Batch
 
 
+@dataclass
 class PinnableBatch(Batch):
-    """``Batch`` that ``DataLoader(pin_memory=True)`` knows how to pin."""
+    """``Batch`` that ``DataLoader(pin_memory=True)`` knows how to pin, carrying the samples its
+    worker skipped since its previous batch to the main process (``gp3d.data.bad_samples``)."""
+
+    skipped: tuple[SkipEvent, ...] = ()
 
     def pin_memory(self) -> "PinnableBatch":
-        return PinnableBatch(
-            **{
-                f.name: None if (v := getattr(self, f.name)) is None else v.pin_memory()
-                for f in fields(self)
-            }
-        )
+        pinned = {
+            f.name: v.pin_memory() if isinstance(v := getattr(self, f.name), torch.Tensor) else v
+            for f in fields(self)
+        }
+        return PinnableBatch(**pinned)
 
 
 def _worker() -> tuple[int, int]:
@@ -193,7 +201,8 @@ class RandomXFlip(_Seeded):
     """Mirror image and depth together (spec 5.1) with probability ``p``; not the embedding.
 
     Works on :class:`DecodeRaw` samples (``[H, W, ...]`` arrays): a flip is a view, copied
-    once when the batch is stacked."""
+    once when the batch is stacked. (Not kornia's RandomHorizontalFlip: that works on tensors,
+    per batch, and would draw from torch's RNG instead of this stage's resumable stream.)"""
 
     salt = 2
 
@@ -249,6 +258,20 @@ def collate(samples: list[dict[str, Any]]) -> PinnableBatch:
     )
 
 
+class AttachSkipped:
+    """Pipeline stage after batching: put the events the tally collected since the previous
+    batch into this batch (to reach the main process), and count its samples as good."""
+
+    def __init__(self, tally: SkipTally) -> None:
+        self.tally = tally
+
+    def __call__(self, src: Iterator[PinnableBatch]) -> Iterator[PinnableBatch]:
+        for batch in src:
+            batch.skipped = self.tally.drain()
+            self.tally.add_good(batch.image.shape[0])
+            yield batch
+
+
 class EpochPipeline(wds.DataPipeline):
     """A ``DataPipeline`` whose ``len()`` is the number of batches per pass.
 
@@ -278,27 +301,39 @@ def make_pipeline(
     seed: int = 0,
     start_pass: int = 0,
     skip_batches: int = 0,
+    num_classes: int | None = None,
+    embedding_dim: int | None = None,
+    max_bad_fraction: float = 0.01,
+    bad_min_samples: int = 1000,
 ) -> EpochPipeline:
     """An IterableDataset yielding ``num_batches`` batches of ``per_device_batch`` per pass; a
-    resumed run starts at pass ``start_pass`` with ``skip_batches`` of it already used."""
+    resumed run starts at pass ``start_pass`` with ``skip_batches`` of it already used.
+
+    Bad samples (``gp3d.data.bad_samples``) are skipped and counted; reading stops with
+    ``TooMuchBadData`` past ``max_bad_fraction`` of the samples read. (A skipped sample shifts
+    a resumed run's position by one sample: :class:`SkipUsed` counts references, not decodes.)"""
     if not 0 <= skip_batches < num_batches:
         raise ValueError(f"skip_batches={skip_batches} must be in [0, num_batches={num_batches})")
     position = StreamPosition(start_pass, skip_batches, per_device_batch)
+    tally = SkipTally(max_bad_fraction, bad_min_samples)  # one per worker (each has a copy)
     stages = [
         PassShards(urls, seed, position),
         NextPass(position),
         SplitByNode(rank, world_size),
         SplitByWorker(position),
-        tar_sample_refs,  # where each member is; read after the shuffle
+        partial(tar_sample_refs, handler=tally.handler),  # where members are; read later
         Shuffle(shuffle_buffer, seed, rank, position),
         SkipUsed(position),
-        LoadSamples(),
-        wds.map(DecodeRaw(resolution, use_embeddings)),
+        LoadSamples(handler=tally.handler),
+        wds.map(
+            DecodeRaw(resolution, use_embeddings, num_classes, embedding_dim), handler=tally.handler
+        ),
     ]
     if xflip:
         stages.append(RandomXFlip(0.5, seed, rank, position))
     stages += [
         wds.batched(per_device_batch, collation_fn=collate, partial=False),
+        AttachSkipped(tally),
         TakeWorkerShare(num_batches, position),
     ]
     return EpochPipeline(*stages, num_batches=num_batches)

@@ -29,9 +29,10 @@ import lzma
 import os
 import re
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
+from gp3d.data.bad_samples import BadSample
 from gp3d.data.format import DatasetFormatError
 
 BLOCK = 512
@@ -276,37 +277,70 @@ class SampleRef(dict):
     still holds when a pass ends are never read."""
 
 
-def tar_sample_refs(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def tar_sample_refs(
+    src: Iterable[dict[str, Any]], handler: Callable[[Exception], bool] | None = None
+) -> Iterator[dict[str, Any]]:
     """Like :func:`tar_samples`, but yields a :class:`SampleRef` per sample of a local,
-    uncompressed shard (other shards: the samples themselves)."""
+    uncompressed shard (other shards: the samples themselves).
+
+    With a ``handler`` (a webdataset-style error handler), a shard that turns out corrupt or
+    missing is handed to it as a ``BadSample("shard", ...)`` and reading goes on with the next
+    shard (the samples before the damage were already yielded); without one, it raises."""
     for item in src:
         url = item["url"]
-        if not _is_local(url):
-            yield from tar_samples([item])
-            continue
-        with _open(url) as f:
-            if _decompressed(f) is not f:  # compressed: no positional reads
-                f.seek(0)
-                yield from shard_samples(f, url)
-                continue
-            for sample in _grouped(iter_members(_FileReader(f.fileno(), url)), url):
-                yield SampleRef(sample)
+        try:
+            yield from _shard_refs(url)
+        except DatasetFormatError as err:
+            if handler is None or not handler(_shard_error(url, err)):
+                raise
+
+
+def _shard_error(url: str, err: Exception) -> Exception:
+    return BadSample("shard", url, "", str(err))
+
+
+def _shard_refs(url: str) -> Iterator[dict[str, Any]]:
+    if not _is_local(url):
+        yield from tar_samples([{"url": url}])
+        return
+    with _open(url) as f:
+        if _decompressed(f) is not f:  # compressed: no positional reads
+            f.seek(0)
+            yield from shard_samples(f, url)
+            return
+        for sample in _grouped(iter_members(_FileReader(f.fileno(), url)), url):
+            yield SampleRef(sample)
 
 
 class LoadSamples:
     """Pipeline stage: :class:`SampleRef` -> the sample with its bytes (others pass through).
 
-    Keeps up to ``max_open`` shards open (a shuffle buffer mixes a few shards at a time).
+    Keeps up to ``max_open`` shards open (a shuffle buffer mixes a few shards at a time). A
+    sample whose shard changed since its refs were taken goes to ``handler`` like in
+    :func:`tar_sample_refs` (skipped when it returns True).
     """
 
-    def __init__(self, max_open: int = 8) -> None:
-        self.max_open = max_open
+    def __init__(
+        self, max_open: int = 8, handler: Callable[[Exception], bool] | None = None
+    ) -> None:
+        self.max_open, self.handler = max_open, handler
 
     def __call__(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         files: dict[str, BinaryIO] = {}
         try:
             for sample in src:
-                yield self._load(sample, files) if isinstance(sample, SampleRef) else sample
+                if not isinstance(sample, SampleRef):
+                    yield sample
+                    continue
+                try:
+                    loaded = self._load(sample, files)
+                except DatasetFormatError as err:
+                    if self.handler is None or not self.handler(
+                        _shard_error(sample["__url__"], err)
+                    ):
+                        raise
+                    continue
+                yield loaded
         finally:
             for f in files.values():
                 f.close()

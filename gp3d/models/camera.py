@@ -46,6 +46,8 @@ def look_at_point(cam: CameraParams) -> torch.Tensor:
 
 def cam2world(cam: CameraParams) -> torch.Tensor:
     """[B, 4, 4] camera-to-world matrices (spec 3.3). Roll is ignored (always 0 in 3DGP)."""
+    # Own code, not kornia's camera utilities: this is the original's axis construction (spec
+    # 3.3); kornia's pinhole cameras follow OpenCV conventions, and a mismatch would flip renders.
     origin = camera_origin(cam)
     forward = F.normalize(look_at_point(cam) - origin, dim=-1)
     up0 = torch.zeros_like(forward)

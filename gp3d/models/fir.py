@@ -7,6 +7,9 @@ Conventions: the FIR filter is the separable outer product of ``taps`` (default 
 normalised to unit DC gain; upsampling multiplies it by 4 so a constant image keeps its value.
 Filters are symmetric, so correlation (what conv2d computes) equals convolution.
 Resampling is centred: a pixel-centre grid maps onto itself (out[2i] = (3 x[i] + x[i-1]) / 4 etc.).
+
+Own code, not kornia: kornia's pyramid / resize ops use other kernels and padding, and the
+networks must match StyleGAN's upfirdn2d (gain, pad, stride) to load the original's behaviour.
 """
 
 from collections.abc import Sequence

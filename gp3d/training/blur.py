@@ -1,24 +1,19 @@
-"""Gaussian-like blur of D inputs during the first kimg (spec 6.1)."""
+"""Gaussian-like blur of D inputs during the first kimg (spec 6.1), through kornia's filters."""
 
 import math
 
 import torch
-import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d
+
+# The original's taps exp2(-(x / s)^2) are a Gaussian exp(-x^2 / (2 sigma^2)) of
+# sigma = s / sqrt(2 ln 2): kornia's kernel with that sigma is the same filter.
+_EXP2_TO_SIGMA = 1.0 / math.sqrt(2.0 * math.log(2.0))
 
 
-def _taps(sigma: float, scale: float, device, dtype) -> torch.Tensor:
-    radius = math.floor(sigma * 3)
-    x = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
-    f = torch.exp2(-(x / scale).square())
-    return f / f.sum()
-
-
-def _separable(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    c, r = x.shape[1], taps.numel() // 2
-    kx = taps.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
-    ky = taps.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
-    x = F.conv2d(F.pad(x, (r, r, 0, 0)), kx, groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r)), ky, groups=c)
+def _blur(x: torch.Tensor, radius: int, scale: float) -> torch.Tensor:
+    size, sigma = 2 * radius + 1, scale * _EXP2_TO_SIGMA
+    # "constant" = zero padding, like StyleGAN's filter2d; separable, like the original.
+    return gaussian_blur2d(x, (size, size), (sigma, sigma), border_type="constant")
 
 
 def blur_images(x: torch.Tensor, sigma: float, depth_scale: float | None = 30.0) -> torch.Tensor:
@@ -28,10 +23,10 @@ def blur_images(x: torch.Tensor, sigma: float, depth_scale: float | None = 30.0)
     near-box blur with the same support but a fixed scale of 30 (spec 6.1 step 2, P6). No-op once
     floor(3 sigma) = 0. Zero padding, like StyleGAN's filter2d.
     """
-    if math.floor(sigma * 3) == 0:
+    radius = math.floor(sigma * 3)
+    if radius == 0:
         return x
-    x = _separable(x, _taps(sigma, sigma, x.device, x.dtype))
+    x = _blur(x, radius, sigma)
     if depth_scale is not None and x.shape[1] == 4:
-        depth = _separable(x[:, 3:], _taps(sigma, depth_scale, x.device, x.dtype))
-        x = torch.cat([x[:, :3], depth], dim=1)
+        x = torch.cat([x[:, :3], _blur(x[:, 3:], radius, depth_scale)], dim=1)
     return x

@@ -18,6 +18,7 @@ from gp3d.training.blur import blur_images
 from gp3d.training.camera_loss import CameraLoss
 from gp3d.training.ddp import all_reduce_grads, average_over_ranks_, mean_over_ranks
 from gp3d.training.ema import ema_update, make_ema_copy
+from gp3d.training.grad_guard import GradGuard
 from gp3d.training.losses import (
     class_loss,
     discriminator_loss,
@@ -73,6 +74,8 @@ class GP3DLitModule(LightningModule):
             posterior mean over ``view_mean_samples`` draws).
         class_weight: weight of the AC-GAN auxiliary class loss (``losses.class_loss``; needs
             ``discriminator.class_head``); 0 = off, as in 3DGP.
+        skip_nonfinite_grads: a step whose gradient holds NaN / Inf is skipped and counted
+            (``grad_guard.py``); False = the original's element-wise NaN -> 0 (spec 7.2).
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class GP3DLitModule(LightningModule):
         view_range: tuple[float, float] = (0.5, 0.25),
         view_mean_samples: int = 16,
         class_weight: float = 0.0,
+        skip_nonfinite_grads: bool = True,
     ) -> None:
         super().__init__()
         check_view_config(num_views, view_distribution, view_mean_samples)
@@ -119,6 +123,7 @@ class GP3DLitModule(LightningModule):
         self.G_ema = make_ema_copy(generator)
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.camera_loss = camera_loss
+        self.grad_guard = GradGuard() if skip_nonfinite_grads else None
         self.compiled: list[str] = []  # the submodules compiled at fit setup
         res = generator.img_resolution
         self.patch_min_scale = patch_min_scale or patch_resolution / res
@@ -203,6 +208,11 @@ class GP3DLitModule(LightningModule):
     def _step(self, opt, module: nn.Module) -> None:
         # Only the network this phase steps is synchronised across ranks (PhaseDDPStrategy).
         all_reduce_grads(module.parameters())
+        if self.grad_guard is not None:  # all ranks hold the same gradients: same verdict
+            self.grad_guard(
+                "G" if module is self.G else "D",
+                [p.grad for p in module.parameters() if p.grad is not None],
+            )
         # NaN -> 0 and +-inf -> +-1e5, as the original does after its all-reduce (spec 7.2).
         for p in module.parameters():
             if p.grad is not None:
@@ -311,6 +321,7 @@ class GP3DLitModule(LightningModule):
                 self._host_nimg, global_batch, self.ema_kimg, self.hparams.ema_rampup
             ),
         )
+        logs.update(self.grad_guard.logs() if self.grad_guard is not None else {})
         logs = mean_over_ranks(logs)
         self.log("kimg", self.kimg, prog_bar=True, rank_zero_only=True)
         self.log_dict({k: v for k, v in logs.items()}, prog_bar=False, sync_dist=False)
