@@ -291,13 +291,9 @@ def ensure_teacher_features(
     ).path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m data_prep.extract_features",
-        description="Add teacher features (emb.npy) for knowledge distillation (spec 6.5) to a "
-        "gp3d shard folder. Resumable; re-running with the same parameters reuses finished work.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
+    """The CLI arguments shared by extract_features and predict_features (one process or many):
+    source / output folders, the teacher and its weights, batch, dtype, seed, overwrite."""
     parser.add_argument("src", help="source shard folder (with manifest.json)")
     parser.add_argument("--out", help="output folder (default: update SRC in place)")
     parser.add_argument("--model", default="resnet50", help="timm model name (num_classes=0)")
@@ -309,11 +305,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--input-size", type=int, help="teacher input side (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    parser.add_argument("--device", default="auto", help="auto = cuda if available, else cpu")
-    parser.add_argument("--workers", type=int, default=0, help="image decoding processes")
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     parser.add_argument("--seed", type=int, default=0, help="seed of --random-init")
     parser.add_argument("--overwrite", action="store_true", help="replace a different --out")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep.extract_features",
+        description="Add teacher features (emb.npy) for knowledge distillation (spec 6.5) to a "
+        "gp3d shard folder. Resumable; re-running with the same parameters reuses finished work.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_teacher_arguments(parser)
+    parser.add_argument("--device", default="auto", help="auto = cuda if available, else cpu")
+    parser.add_argument("--workers", type=int, default=0, help="image decoding processes")
     args = parser.parse_args(argv)
     chosen = args.weights or (PRETRAINED if args.pretrained else RANDOM)
 

@@ -21,7 +21,7 @@ import torch
 
 from data_prep import common
 from data_prep.depth.predict import launch_world
-from data_prep.extract_features import finish_features, prepare_run
+from data_prep.extract_features import add_teacher_arguments, finish_features, prepare_run
 from data_prep.features.predict import FeaturePredictor, ShardWriter
 from data_prep.features.teacher import PRETRAINED, RANDOM, Teacher
 
@@ -91,22 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         "launch with torchrun or srun). Resumable: re-run the same command.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("src", help="source shard folder (with manifest.json)")
-    parser.add_argument("--out", help="output folder (default: update SRC in place)")
-    parser.add_argument("--model", default="resnet50", help="timm model name (num_classes=0)")
-    weights = parser.add_mutually_exclusive_group(required=True)
-    weights.add_argument("--weights", metavar="PATH", help="local weights file (.pth/.safetensors)")
-    weights.add_argument("--pretrained", action="store_true", help="timm download (internet)")
-    weights.add_argument("--random-init", action="store_true", help="random teacher: tests only")
-    parser.add_argument("--input-size", type=int, help="teacher input side (default: the model's)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    parser.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    add_teacher_arguments(parser)
     parser.add_argument("--precision", choices=PRECISIONS, default="32-true")
     parser.add_argument("--accelerator", default="auto", help="auto | gpu | cpu")
     parser.add_argument("--devices", type=int, help="processes per node (default: torchrun/SLURM)")
     parser.add_argument("--num-nodes", type=int, help="nodes (default: torchrun/SLURM)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --random-init")
-    parser.add_argument("--overwrite", action="store_true", help="replace a different --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     chosen = args.weights or (PRETRAINED if args.pretrained else RANDOM)
