@@ -28,6 +28,7 @@ from data_prep.depth.convert import DEFAULT_MAX_RATIO, PREDICTION_KINDS
 from data_prep.depth.model import DepthModel
 from data_prep.depth.output import SKIPPED_NAME, finish_depth_out, prepare_depth_out
 from data_prep.depth.predict import (
+    PRECISIONS,
     WORK_DIR,
     DepthPredictor,
     MapWriter,
@@ -37,8 +38,6 @@ from data_prep.depth.predict import (
 from data_prep.folder_source import depth_relpath
 from data_prep.shards.assignment import select_records
 from data_prep.sources import scan_source
-
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")  # the network stays fp32; autocast for halves
 
 
 def predict_depth(

@@ -20,12 +20,10 @@ import lightning as L
 import torch
 
 from data_prep import common
-from data_prep.depth.predict import launch_world
+from data_prep.depth.predict import PRECISIONS, launch_world
 from data_prep.extract_features import add_teacher_arguments, finish_features, prepare_run
 from data_prep.features.predict import FeaturePredictor, ShardWriter
 from data_prep.features.teacher import PRETRAINED, RANDOM, Teacher
-
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")  # the network stays fp32; autocast for halves
 
 
 def predict_features(

@@ -36,6 +36,9 @@ from data_prep.images import ImageSkip, load_rgb
 from data_prep.tar_source import open_image
 
 WORK_DIR = ".predict-depth"  # per-rank skip lists of the last run
+# Trainer.predict precisions of predict_depth / predict_features: the network stays fp32, autocast
+# for the halves.
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
 
 def global_batches(num_images: int, batch_size: int) -> list[range]:
