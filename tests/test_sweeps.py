@@ -325,3 +325,23 @@ def test_slurm_launcher_asks_one_task_per_gpu_and_its_signal_before_the_limit(
     for line in ("--partition=gpu", "--nodes=2", "--ntasks-per-node=8", "--gpus-per-node=8",
                  "--signal=USR2@180", "--time=2880"):  # fmt: skip
         assert f"#SBATCH {line}" in script, script
+
+
+def test_run_record_is_written_by_rank_zero_only(tmp_path, monkeypatch):
+    """Under DDP every rank runs main() on the same run folder: rank 0 owns run.json; a failing
+    rank k keeps its own traceback without touching rank 0's files."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    with RunRecord(tmp_path, keep_going=True) as rec:
+        rec.objective = 2.0
+    assert read_run_json(tmp_path) is None
+    with RunRecord(tmp_path, keep_going=True):
+        raise RuntimeError("rank one broke")
+    assert read_run_json(tmp_path) is None and not (tmp_path / "failure.txt").exists()
+    assert "rank one broke" in (tmp_path / "failure.rank1.txt").read_text()
+
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    with RunRecord(tmp_path, keep_going=True) as rec:
+        rec.objective = 3.0
+    assert read_run_json(tmp_path)["objective"] == 3.0

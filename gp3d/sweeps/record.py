@@ -15,6 +15,8 @@ import traceback
 from pathlib import Path
 from types import TracebackType
 
+from lightning.pytorch.utilities import rank_zero_only
+
 log = logging.getLogger("gp3d.sweeps")
 
 RUN_JSON = "run.json"
@@ -22,7 +24,7 @@ FAILURE_TXT = "failure.txt"
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")  # DDP ranks may write at once
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2, allow_nan=True))
     os.replace(tmp, path)
 
@@ -55,6 +57,10 @@ class RunRecord:
         self.started = 0.0
 
     def _write(self, status: str, error: str | None = None) -> None:
+        # one writer per run: under DDP every rank runs main() on the same folder. Lightning's
+        # rank (from RANK / SLURM_PROCID / LOCAL_RANK until the strategy sets the global rank)
+        if rank_zero_only.rank != 0:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(
             self.run_dir / RUN_JSON,
@@ -88,9 +94,11 @@ class RunRecord:
             return False
         self.objective = math.nan
         message = f"{type(exc).__name__}: {exc}"
-        (self.run_dir / FAILURE_TXT).write_text(
-            "".join(traceback.format_exception(exc_type, exc, tb))
-        )
+        rank = rank_zero_only.rank
+        # every failing rank keeps its traceback (another rank's may be the first cause)
+        name = FAILURE_TXT if rank == 0 else f"failure.rank{rank}.txt"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / name).write_text("".join(traceback.format_exception(exc_type, exc, tb)))
         self._write("failed", message)
         if self.keep_going:
             log.error("run %s failed (%s); the sweep goes on", self.run_dir, message)
