@@ -54,6 +54,8 @@ def test_seeds_of_one_ablation_are_one_row_with_mean_and_half_range(tmp_path, ta
     _run(s1, 0, ["ablation=multiview", "seed=1"], fid=20)  # seed from the override
     (s1 / "1" / ".hydra").mkdir(parents=True)  # unfinished: no checkpoint, skipped
     (s1 / "1" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["ablation=none"]))
+    running = _run(s1, 2, ["ablation=no_adaptor"], fid=30)  # still training: skipped
+    (running / "run.json").write_text(json.dumps({"status": "running"}))
 
     assert mod.main([str(s0), str(s1), "--", "--num-invert", "2"]) == 0
     assert sorted(c[0] for c in calls) == ["kimg000010.ckpt"] * 3

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from gp3d import benchmark3d
+from gp3d.sweeps.record import read_run_json
 
 # (section, key, column, better)
 COLUMNS = [
@@ -53,6 +54,10 @@ def sweep_runs(sweep: Path) -> list[tuple[str, int, Path]]:
     for overrides in sorted(sweep.glob("*/.hydra/overrides.yaml")):
         run = overrides.parent.parent
         ckpts = sorted((run / "checkpoints").glob("kimg*.ckpt"))
+        status = (read_run_json(run) or {}).get("status", "finished")  # older runs: no run.json
+        if status != "finished":
+            print(f"skipping {run}: run.json says {status!r}")
+            continue
         if not ckpts:
             print(f"skipping {run}: no checkpoints/kimg*.ckpt (failed or unfinished)")
             continue
