@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 # W&B logs offline unless you configured a key (`wandb login` or WANDB_API_KEY).
 ARGS ?=
 
-.PHONY: help setup train test test-full test-gpu mutate mutate-results lint typecheck check format data smoke bench clean clean-logs fid-extra shards wandb-sync sweep-report
+.PHONY: help setup train test test-full test-gpu mutate mutate-results lint typecheck check format data smoke bench clean clean-logs fid-extra shards wandb-sync sweep-report ablations
 
 # `make train`'s experiment (conf/experiment/): the CPU recipe; EXPERIMENT=synthetic = full 3DGP.
 EXPERIMENT ?= synthetic_fast
@@ -57,6 +57,18 @@ test-full: setup  ## all CPU tests, slow ones included
 
 test-gpu: setup  ## GPU-only tests (needs CUDA)
 	$(PY) -m pytest -m gpu $(ARGS)
+
+# The ablation table (README "Ablations"): every ABLATIONS x SEEDS run of EXPERIMENT for KIMG, then
+# benchmark3d on each (reports of unchanged checkpoints are reused) -> $(ABLATION_DIR)/ablation_table.md.
+ABLATIONS ?= none,adaptor_p1,adaptor_p05,no_adaptor,rgb_only,no_class_head,multiview,strong_backbone,camera_generator
+SEEDS ?= 0,1
+KIMG ?= 10
+ABLATION_DIR ?= outputs/ablations
+ablations: setup  ## train + score the ablation table: ABLATIONS= SEEDS= KIMG= EXPERIMENT= ABLATION_DIR=
+	$(PY) -m gp3d.train -m experiment=$(EXPERIMENT) ablation=$(ABLATIONS) seed=$(SEEDS) \
+		model.total_kimg=$(KIMG) logger=csv hydra.sweep.dir=$(ABLATION_DIR) resume=latest \
+		callbacks.video.every_kimg=1000 callbacks.fid.every_kimg=1000 callbacks.nfs.every_kimg=1000 $(ARGS)
+	$(PY) tools/ablation_table.py $(ABLATION_DIR) --reuse -- --num-invert 4 --w-steps 50 --g-steps 25
 
 # Sweeps (README "Sweeps"): W&B runs log offline without a key; upload a run's or a whole sweep's.
 wandb-sync: setup  ## upload offline W&B runs under DIR (a run or sweep folder): make wandb-sync DIR=outputs/...
