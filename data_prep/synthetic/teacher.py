@@ -131,7 +131,7 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         if log:
             print(
                 f"teacher epoch {epoch + 1}/{epochs}: loss {total / len(images):.3f} "
