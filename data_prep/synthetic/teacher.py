@@ -105,7 +105,8 @@ def train_classifier(
     """Fit a timm classifier on preprocessed images; deterministic for a seed (and thread count).
 
     Augmentation: x-flips (every class is mirror-symmetric up to its random yaw) and shifts of up
-    to 1/16 of the side. AdamW with a one-cycle schedule, as ``gp3d.eval3d.class_accuracy``.
+    to 1/16 of the side. AdamW with a one-cycle schedule, as ``gp3d.eval3d.class_accuracy``;
+    BatchNorm statistics recomputed on the un-augmented images at the end.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError("epochs and batch_size must be >= 1")
@@ -139,7 +140,25 @@ def train_classifier(
                 file=sys.stderr,
                 flush=True,
             )
+    recalibrate_batchnorm(net, images, batch_size)
     return net.eval()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: torch.nn.Module, images: torch.Tensor, batch_size: int) -> None:
+    """Set BatchNorm running statistics to the exact averages over ``images`` under the final
+    weights: after a short run the momentum averages still mix in early weights, and eval-mode
+    predictions (and the features the teacher exports) suffer."""
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    net.train()
+    for x in images.split(batch_size):
+        net(x)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
 
 
 @torch.no_grad()
