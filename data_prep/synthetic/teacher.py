@@ -8,7 +8,7 @@ training images (deterministic for a seed), then writes its features (``emb.npy`
 *separate copy* of the dataset, leaving the source (which other runs use) untouched:
 
     python -m data_prep.synthetic.teacher data/cache/synthetic64_n4096_s0 \
-        --out data/cache/synthetic64_n4096_s0_teacher-resnet10t
+        --out data/cache/synthetic64_n4096_s0_teacher-resnet10t-32px-e4 --epochs 4
 
 The classifier sees exactly the images ``data_prep.features.teacher.Teacher`` embeds (the timm
 eval transform at ``input_size``), so the features come from the network as it was trained. The
@@ -277,10 +277,11 @@ def build_teacher_dataset(
     holdout: float = DEFAULT_HOLDOUT,
 ) -> tuple[Path, TeacherReport]:
     """Train (or reuse) the teacher of an existing ``source`` dataset and write the copy.
-    ``weights`` defaults to ``<out's parent>/teachers/<out's name>-e<epochs>-s<seed>.pth``."""
+    ``weights`` defaults to ``<out's parent>/teachers/<out's name>-s<seed>.pth`` (name the copy
+    after what makes its teacher, as ``conf/ablation/kd_trained.yaml`` does)."""
     out = Path(out)
     if weights is None:
-        weights = out.parent / "teachers" / f"{out.name}-{input_size}px-e{epochs}-s{seed}.pth"
+        weights = out.parent / "teachers" / f"{out.name}-s{seed}.pth"
     report = ensure_teacher_weights(source, weights, model_name, input_size, epochs, seed, holdout)
     write_teacher_copy(source, out, weights, model_name, input_size)
     return out, report
