@@ -8,7 +8,7 @@ training images (deterministic for a seed), then writes its features (``emb.npy`
 *separate copy* of the dataset, leaving the source (which other runs use) untouched:
 
     python -m data_prep.synthetic.teacher data/cache/synthetic64_n4096_s0 \
-        --out data/cache/synthetic64_n4096_s0_teacher-resnet10t-32px-e4 --epochs 4
+        --out data/cache/synthetic64_n4096_s0_teacher-resnet10t-32px-e12
 
 The classifier sees exactly the images ``data_prep.features.teacher.Teacher`` embeds (the timm
 eval transform at ``input_size``), so the features come from the network as it was trained. The
@@ -42,8 +42,8 @@ from data_prep.features.teacher import RANDOM, Teacher, teacher_identity
 from data_prep.images import to_rgb
 
 # One starved CPU core: resnet10t at 32 px (the resolution D sees in experiment=synthetic_fast)
-# costs ~12 s of CPU per epoch of 3.7k images; 512-d features.
-DEFAULT_MODEL, DEFAULT_INPUT_SIZE, DEFAULT_EPOCHS = "resnet10t", 32, 4
+# costs ~11 s of CPU per epoch of 3.7k images (12 epochs: 130 s CPU, held-out accuracy 0.74).
+DEFAULT_MODEL, DEFAULT_INPUT_SIZE, DEFAULT_EPOCHS = "resnet10t", 32, 12
 DEFAULT_BATCH, DEFAULT_LR, DEFAULT_HOLDOUT = 64, 2e-3, 0.1
 
 
