@@ -24,6 +24,7 @@ ABLATION_EFFECT = {
     "multiview": ("model.module.num_views", 2),
     "strong_backbone": ("model.synthesis.extra_blocks", 1),
     "camera_generator": ("camera.prior.fov.min", 10.0),
+    "kd_trained": ("model.kd_dim", 512),
 }
 
 # (overrides on the smoke experiment, the setting the message must name)
