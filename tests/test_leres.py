@@ -100,6 +100,9 @@ def test_missing_weights_offline_is_one_clear_line(bare, tmp_path, capsys):
     assert ed.main([*argv, "--depth-weights", str(tmp_path / "nope.pth")]) == 1
     err = capsys.readouterr().err.strip()
     assert "nope.pth not found" in err and "--depth-weights" in err and len(err.splitlines()) == 1
+    (tmp_path / "torn.pth").write_bytes(b"<html>not a checkpoint</html>")  # e.g. a bad download
+    with pytest.raises(leres.LeReSWeightsError, match="cannot read LeReS weights .*torn.pth"):
+        leres.read_checkpoint(tmp_path / "torn.pth")
     with pytest.raises(ValueError, match="LeReS options"):
         DepthModel("random:dpt-tiny", weights="res101.pth")
 

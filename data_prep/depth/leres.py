@@ -70,14 +70,16 @@ def weights_path(weights: str | None) -> Path:
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """The network's state dict (our keys) from a release checkpoint or a bare state dict."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # Old training checkpoints may pickle more than tensors; the file is the one the user
-        # named (or the hub copy), so it is trusted as the release's own loader does.
-        print(f"note: {path} is not a weights-only file; loading it fully", file=sys.stderr)
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            # Old training checkpoints may pickle more than tensors; the file is the one the user
+            # named (or the hub copy), so it is trusted as the release's own loader does.
+            print(f"note: {path} is not a weights-only file; loading it fully", file=sys.stderr)
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
-        raise LeReSWeightsError(f"cannot read LeReS weights {path}: {err}") from err
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise LeReSWeightsError(f"cannot read LeReS weights {path}: {first}") from err
     if isinstance(ckpt, dict) and isinstance(ckpt.get("depth_model"), dict):
         ckpt = ckpt["depth_model"]
     if not isinstance(ckpt, dict):
