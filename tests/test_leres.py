@@ -15,6 +15,7 @@ from data_prep.depth.leres_net import to_release_keys
 from data_prep.depth.model import DepthModel
 from data_prep.folder_source import depth_relpath
 from data_prep.images import load_depth, load_rgb
+from data_prep.predict_depth import predict_depth
 from tests.photo_dataset import make_photo_dataset
 
 SIZE = 64  # input side for speed (the release runs 448: see the slow test)
@@ -69,15 +70,22 @@ def test_release_checkpoint_loads_through_the_real_path(random_leres, tmp_path):
         DepthModel("leres", weights=str(path), input_size=SIZE).load("cpu")
 
 
-def test_maps_are_the_releases_dumps(random_leres, bare, tmp_path):
-    res = ed.estimate_depth(bare.src, tmp_path / "d", model="random:leres", seed=1,
-                            input_size=SIZE, batch_size=2)  # fmt: skip
+@pytest.fixture(scope="module")
+def estimated(bare, tmp_path_factory):
+    out = tmp_path_factory.mktemp("leres") / "d"
+    res = ed.estimate_depth(bare.src, out, model="random:leres", seed=1, input_size=SIZE,
+                            batch_size=2)  # fmt: skip
+    return out, res
+
+
+def test_maps_are_the_releases_dumps(random_leres, bare, estimated):
+    out, res = estimated
     assert res.written == bare.num_kept + 1  # + the tiny 5x4 image (write_shards skips it)
-    info = json.loads((tmp_path / "d" / ed.INFO_NAME).read_text())["estimator"]
+    info = json.loads((out / ed.INFO_NAME).read_text())["estimator"]
     assert info["model_type"] == "leres" and info["prediction"] == "depth"
     assert info["max_ratio"] is None  # no floor: the whole LeReS range, as its release
     for rel in bare.kept:
-        stored = load_depth(tmp_path / "d" / depth_relpath(rel))
+        stored = load_depth(out / depth_relpath(rel))
         image = Image.fromarray(load_rgb(bare.image_root / rel))  # as the pipeline reads it
         assert stored.dtype == np.uint16 and stored.shape == image.size[::-1]
         x = random_leres.preprocess(image)[None]
@@ -87,6 +95,16 @@ def test_maps_are_the_releases_dumps(random_leres, bare, tmp_path):
         want = pred / pred.max() * common.DEPTH_MAX_VALUE
         assert stored.max() == common.DEPTH_MAX_VALUE
         assert np.abs(stored.astype(float) - want).max() <= 1.0
+
+
+def test_predict_depth_writes_the_same_maps(bare, estimated, tmp_path):
+    out, _ = estimated
+    res = predict_depth(bare.src, tmp_path / "p", model="random:leres", seed=1, input_size=SIZE,
+                        batch_size=3, accelerator="cpu", devices=1)  # fmt: skip
+    assert res["maps"] == bare.num_kept + 1
+    for rel in bare.kept:  # other batch composition than estimate_depth's: float noise only
+        a, b = (load_depth(d / depth_relpath(rel)).astype(int) for d in (out, tmp_path / "p"))
+        assert np.abs(a - b).max() <= 2
 
 
 def test_missing_weights_offline_is_one_clear_line(bare, tmp_path, capsys):
