@@ -125,7 +125,7 @@ def test_missing_weights_offline_is_one_clear_line(bare, tmp_path, capsys):
         DepthModel("random:dpt-tiny", weights="res101.pth")
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a 448 px ResNeXt-101 forward (seconds on one core); fast tests run it at 64 px
 def test_release_resolution_448(random_leres):
     x = leres.LeReSProcessor()(images=Image.new("RGB", (500, 375), (90, 140, 200)))
     assert x["pixel_values"].shape == (1, 3, 448, 448)  # the release's input
