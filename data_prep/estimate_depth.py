@@ -6,7 +6,7 @@
     python -m data_prep.estimate_depth /data/imagenet --out data/imagenet_depth \\
         --model depth-anything/Depth-Anything-V2-Small-hf --batch-size 32 --workers 8
     # LeReS ResNeXt-101, the original 3DGP's estimator (res101.pth: hub download or local file)
-    python -m data_prep.estimate_depth /data/imagenet --out data/imagenet_depth \
+    python -m data_prep.estimate_depth /data/imagenet --out data/imagenet_depth \\
         --model leres --depth-weights /models/res101.pth
 
 Output: ``<out>/<class folder>/<stem>_depth.png`` mirroring the image tree (what
@@ -14,10 +14,9 @@ Output: ``<out>/<class folder>/<stem>_depth.png`` mirroring the image tree (what
 map's maximum is 60000** (spec 5.1; training reads ``raw / 65536 * 2 - 1``), at the image's own
 size. Depth-Anything (relative) and DPT/MiDaS predict *disparity* (larger = nearer): it is
 inverted with the clipped ``1 / d`` of ``data_prep/depth/convert.py`` (``--max-ratio``); metric
-models (``*-Metric-*``, ZoeDepth) and LeReS (``data_prep/depth/leres.py``) predict depth and need no
-inversion. ``<out>/depth_info.json``
-records the estimator and conventions (copied into the shard manifest by ``write_shards``);
-``<out>/depth_skipped.txt`` lists images without a map and why.
+models (``*-Metric-*``, ZoeDepth) and LeReS (``data_prep/depth/leres.py``) predict depth and need
+no inversion. ``<out>/depth_info.json`` records the estimator and conventions (copied into the
+shard manifest by ``write_shards``); ``<out>/depth_skipped.txt`` lists images without a map and why.
 
 Resumable: a map is written to a temp file and renamed, so an existing map is complete and a
 re-run skips it. The parameters are kept in ``<out>/.estimate-depth.json``; a re-run with other
