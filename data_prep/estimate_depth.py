@@ -5,15 +5,18 @@
     # a transformers model from the hub or a local folder (GPU when present, batched)
     python -m data_prep.estimate_depth /data/imagenet --out data/imagenet_depth \\
         --model depth-anything/Depth-Anything-V2-Small-hf --batch-size 32 --workers 8
+    # LeReS ResNeXt-101, the original 3DGP's estimator (res101.pth: hub download or local file)
+    python -m data_prep.estimate_depth /data/imagenet --out data/imagenet_depth \\
+        --model leres --depth-weights /models/res101.pth
 
 Output: ``<out>/<class folder>/<stem>_depth.png`` mirroring the image tree (what
 ``write_shards --depth-dir`` reads), 16-bit, **relative depth, larger = farther, scaled so each
 map's maximum is 60000** (spec 5.1; training reads ``raw / 65536 * 2 - 1``), at the image's own
 size. Depth-Anything (relative) and DPT/MiDaS predict *disparity* (larger = nearer): it is
 inverted with the clipped ``1 / d`` of ``data_prep/depth/convert.py`` (``--max-ratio``); metric
-models (``*-Metric-*``, ZoeDepth) predict depth and need no inversion. ``<out>/depth_info.json``
-records the estimator and conventions (copied into the shard manifest by ``write_shards``);
-``<out>/depth_skipped.txt`` lists images without a map and why.
+models (``*-Metric-*``, ZoeDepth) and LeReS (``data_prep/depth/leres.py``) predict depth and need
+no inversion. ``<out>/depth_info.json`` records the estimator and conventions (copied into the
+shard manifest by ``write_shards``); ``<out>/depth_skipped.txt`` lists images without a map and why.
 
 Resumable: a map is written to a temp file and renamed, so an existing map is complete and a
 re-run skips it. The parameters are kept in ``<out>/.estimate-depth.json``; a re-run with other
@@ -36,7 +39,13 @@ from typing import Any
 from tqdm import tqdm
 
 from data_prep import common
-from data_prep.depth.convert import DEFAULT_MAX_RATIO, DEPTH, PREDICTION_KINDS
+from data_prep.depth.convert import (
+    DEFAULT_MAX_RATIO,
+    DEPTH,
+    PREDICTION_KINDS,
+    default_max_ratio,
+    max_ratio_record,
+)
 from data_prep.depth.importer import ImportSettings, run_import
 from data_prep.depth.inference import run_model
 from data_prep.depth.model import DepthModel
@@ -46,6 +55,7 @@ from data_prep.depth.output import (  # noqa: F401 - re-exported (make_shards, t
     SKIPPED_NAME,
     STATE_NAME,
     finish_depth_out,
+    model_params,
     prepare_depth_out,
 )
 from data_prep.folder_source import depth_relpath
@@ -81,7 +91,7 @@ def estimate_depth(
     kind: str = DEPTH,
     renormalise: bool = False,
     prediction: str = "auto",
-    max_ratio: float = DEFAULT_MAX_RATIO,
+    max_ratio: float | None = None,
     select: str | os.PathLike | None = None,
     class_map: str | os.PathLike | None = None,
     train_subdir: bool = True,
@@ -90,6 +100,8 @@ def estimate_depth(
     device: str | None = None,
     dtype: str = "float32",
     seed: int = 0,
+    depth_weights: str | None = None,
+    input_size: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
@@ -99,10 +111,13 @@ def estimate_depth(
     Exactly one of ``model`` (hub id, folder or ``random:<preset>``) and ``import_from`` (a
     folder of precomputed maps; may be ``src`` itself) is given. ``kind``: what imported maps
     hold (``depth`` or ``disparity``); ``prediction``: what the model predicts (``auto`` from its
-    config). ``on_progress(done, total)`` is called after each chunk (tests interrupt with it).
+    config). ``max_ratio``: None = :func:`default_max_ratio` (no floor for LeReS, else 10).
+    ``depth_weights`` / ``input_size``: LeReS's ``res101.pth`` and input side (``model="leres"``).
+    ``on_progress(done, total)`` is called after each chunk (tests interrupt with it).
     """
     if (model is None) == (import_from is None):
         raise ValueError("give exactly one of --model and --import-from")
+    max_ratio = default_max_ratio(model) if max_ratio is None else max_ratio
     if kind not in PREDICTION_KINDS or batch_size < 1 or workers < 0 or max_ratio <= 1:
         raise ValueError("need kind depth|disparity, batch_size >= 1, workers >= 0, max_ratio > 1")
     t0 = time.perf_counter()
@@ -115,12 +130,11 @@ def estimate_depth(
             raise common.DatasetNotFoundError(f"depth folder {depth_src} does not exist")
         depth_src = index.root if depth_src.resolve() == Path(src).resolve() else depth_src
         params = {"method": "import", "depth_src": str(depth_src.resolve()), "kind": kind,
-                  "renormalise": renormalise, "max_ratio": max_ratio}  # fmt: skip
+                  "renormalise": renormalise, "max_ratio": max_ratio_record(max_ratio)}  # fmt: skip
     else:
-        estimator = DepthModel(model, prediction, seed, dtype)
-        source = str(Path(model).resolve()) if Path(model).is_dir() else model
-        params = {"method": "model", "source": source, "prediction": prediction,
-                  "max_ratio": max_ratio, "seed": seed if estimator.is_random else None}  # fmt: skip
+        estimator = DepthModel(model, prediction, seed, dtype, depth_weights, input_size)
+        estimator.fetch_weights()
+        params = model_params(estimator, prediction, max_ratio)
     prepare_depth_out(out, index.root, params, overwrite)
     todo = [r.relpath for r in records if not (out / depth_relpath(r.relpath)).is_file()]
     result = DepthResult(out, reused=len(records) - len(todo))
@@ -135,7 +149,7 @@ def estimate_depth(
     else:
         estimator.load(device)  # even with nothing to do: the record needs its config
         stream = run_model(estimator, index.root, out, todo, batch_size, workers, max_ratio)
-        info = {"estimator": {**estimator.record(), "max_ratio": max_ratio}}
+        info = {"estimator": {**estimator.record(), "max_ratio": max_ratio_record(max_ratio)}}
     skips: list[tuple[str, str, str]] = []
     bar = tqdm(total=len(todo), unit="img", disable=not progress, desc="estimate_depth")
     with bar, contextlib.closing(stream) as chunks:
@@ -165,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="depth folder (mirrors SRC's tree)")
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--model", help="hub id (e.g. depth-anything/Depth-Anything-V2-Small-hf), "
-                     "local model folder, or random:<depth-anything-tiny|dpt-tiny> (tests)")  # fmt: skip
+                     "local model folder, leres (the original's LeReS ResNeXt-101), or "
+                     "random:<depth-anything-tiny|dpt-tiny|leres> (tests)")  # fmt: skip
     how.add_argument("--import-from", metavar="DIR", help="folder of precomputed maps "
                      "(<stem>_depth.png, <stem>._depth.png or LeReS <stem>.png); SRC = beside")  # fmt: skip
     parser.add_argument("--kind", choices=PREDICTION_KINDS, default=DEPTH,
@@ -174,8 +189,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="rescale imported depth maps to a per-image max of 60000")  # fmt: skip
     parser.add_argument("--prediction", choices=("auto", *PREDICTION_KINDS), default="auto",
                         help="what the model predicts (auto: from its config)")  # fmt: skip
-    parser.add_argument("--max-ratio", type=float, default=DEFAULT_MAX_RATIO,
-                        help="far/near range kept when inverting disparity")  # fmt: skip
+    parser.add_argument("--max-ratio", type=float,
+                        help=f"far/near range kept (default {DEFAULT_MAX_RATIO:g}; LeReS: inf, "
+                        "the whole range as its release)")  # fmt: skip
+    parser.add_argument("--depth-weights", metavar="PATH",
+                        help="--model leres: local res101.pth (default: hub download)")  # fmt: skip
+    parser.add_argument("--input-size", type=int,
+                        help="--model leres: square input side (default 448, the release's)")  # fmt: skip
     parser.add_argument("--select", help="only the relative paths listed in this file")
     parser.add_argument("--class-map", help="class mapping file (as write_shards)")
     parser.add_argument("--no-train-subdir", action="store_true", help="ignore SRC/train/")
@@ -195,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             renormalise=args.renormalise, prediction=args.prediction, max_ratio=args.max_ratio,
             select=args.select, class_map=args.class_map, train_subdir=not args.no_train_subdir,
             batch_size=args.batch_size, workers=args.workers, device=args.device,
-            dtype=args.dtype, seed=args.seed, overwrite=args.overwrite, progress=not args.quiet,
+            dtype=args.dtype, seed=args.seed, depth_weights=args.depth_weights,
+            input_size=args.input_size, overwrite=args.overwrite, progress=not args.quiet,
         )  # fmt: skip
     except (common.DatasetError, FileExistsError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -10,9 +10,10 @@ continues where it stopped and a finished chain is a quick no-op):
 1. ``select_instances`` (only with ``--select-ratio`` / ``--select-num``) -> ``<work>/selection.txt``
 2. depth: ``--depth beside`` (default) uses the maps next to the images (or under
    ``--depth-dir``) as the original releases ship them; ``--depth import`` validates and converts
-   them (``--depth-kind disparity`` inverts) into ``<work>/depth``; anything else is a
-   transformers depth model (hub id, local folder, ``random:<preset>``) run into
-   ``<work>/depth``. Only selected images get depth.
+   them (``--depth-kind disparity`` inverts) into ``<work>/depth``; ``--depth leres`` runs the
+   original's LeReS ResNeXt-101 (``--depth-weights res101.pth``, else a hub download); anything
+   else is a transformers depth model (hub id, local folder, ``random:<preset>``). Models write
+   into ``<work>/depth``. Only selected images get depth.
 3. ``write_shards`` -> ``DEST`` (resize + centre crop, manifest, skip list)
 4. ``extract_features`` in place (``--teacher none`` skips it)
 5. ``validate`` (``--full`` decodes every sample)
@@ -61,13 +62,14 @@ def make_shards(args: argparse.Namespace) -> int:
     if args.depth != BESIDE:
         _step(f"2/5 depth ({args.depth})", args.quiet)
         depth_dir = str(work / "depth")
-        argv = [args.src, "--out", depth_dir, "--max-ratio", str(args.max_ratio), *sel_flags,
-                *src_flags, *common_flags]  # fmt: skip
+        argv = [args.src, "--out", depth_dir, *sel_flags, *src_flags, *common_flags]
+        argv += ["--max-ratio", str(args.max_ratio)] * (args.max_ratio is not None)
         if args.depth == IMPORT:
             argv += ["--import-from", args.depth_dir or args.src, "--kind", args.depth_kind]
         else:
             argv += ["--model", args.depth, "--batch-size", str(args.depth_batch_size),
                      "--device", args.device, "--dtype", args.depth_dtype]  # fmt: skip
+            argv += ["--depth-weights", args.depth_weights] * bool(args.depth_weights)
         if args.overwrite:
             argv.append("--overwrite")
         if estimate_depth.main(argv):
@@ -115,13 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select-ratio", type=float, help="instance selection: keep this fraction")
     p.add_argument("--select-num", type=int, help="instance selection: keep N per class")
     p.add_argument("--feature-net", default="inception", help="selection features (feature_net)")
-    p.add_argument("--depth", default=BESIDE, help="beside | import | <hub id or model folder> "
-                   "| random:<preset> (tests)")  # fmt: skip
+    p.add_argument("--depth", default=BESIDE, help="beside | import | leres (the original's "
+                   "LeReS) | <hub id or model folder> | random:<preset> (tests)")  # fmt: skip
+    p.add_argument("--depth-weights", metavar="PATH",
+                   help="--depth leres: local res101.pth (default: hub download)")  # fmt: skip
     p.add_argument("--depth-dir", help="precomputed maps (default: beside the images)")
     p.add_argument("--depth-kind", choices=PREDICTION_KINDS, default=DEPTH,
                    help="what imported maps hold")  # fmt: skip
-    p.add_argument("--max-ratio", type=float, default=DEFAULT_MAX_RATIO,
-                   help="far/near range when inverting disparity")  # fmt: skip
+    p.add_argument(
+        "--max-ratio",
+        type=float,
+        help=f"far/near range kept (default {DEFAULT_MAX_RATIO:g}; LeReS: inf)",
+    )
     p.add_argument("--depth-batch-size", type=int, default=16)
     p.add_argument("--depth-dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     p.add_argument("--teacher", default="resnet50", help="timm model, or none to skip features")

@@ -24,9 +24,19 @@ from pathlib import Path
 import lightning as L
 
 from data_prep import common
-from data_prep.depth.convert import DEFAULT_MAX_RATIO, PREDICTION_KINDS
+from data_prep.depth.convert import (
+    DEFAULT_MAX_RATIO,
+    PREDICTION_KINDS,
+    default_max_ratio,
+    max_ratio_record,
+)
 from data_prep.depth.model import DepthModel
-from data_prep.depth.output import SKIPPED_NAME, finish_depth_out, prepare_depth_out
+from data_prep.depth.output import (
+    SKIPPED_NAME,
+    finish_depth_out,
+    model_params,
+    prepare_depth_out,
+)
 from data_prep.depth.predict import (
     PRECISIONS,
     WORK_DIR,
@@ -46,7 +56,7 @@ def predict_depth(
     *,
     model: str,
     prediction: str = "auto",
-    max_ratio: float = DEFAULT_MAX_RATIO,
+    max_ratio: float | None = None,
     select: str | os.PathLike | None = None,
     class_map: str | os.PathLike | None = None,
     train_subdir: bool = True,
@@ -57,11 +67,16 @@ def predict_depth(
     devices: int | None = None,
     num_nodes: int | None = None,
     seed: int = 0,
+    depth_weights: str | None = None,
+    input_size: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ) -> dict:
     """Write the maps (see the module docstring); returns rank 0's summary (other ranks: {}).
-    ``devices`` / ``num_nodes``: default from the torchrun / SLURM environment (else 1 / 1)."""
+    ``devices`` / ``num_nodes``: default from the torchrun / SLURM environment (else 1 / 1).
+    ``max_ratio`` None: no floor for LeReS, else 10; ``depth_weights`` / ``input_size``: LeReS's
+    ``res101.pth`` and input side (as ``estimate_depth``)."""
+    max_ratio = default_max_ratio(model) if max_ratio is None else max_ratio
     if precision not in PRECISIONS or batch_size < 1 or workers < 0 or max_ratio <= 1:
         raise ValueError(f"need precision in {PRECISIONS}, batch_size >= 1, workers >= 0, "
                          "max_ratio > 1")  # fmt: skip
@@ -70,11 +85,10 @@ def predict_depth(
     records, not_found = select_records(index, select)
     relpaths = [r.relpath for r in records]
     out = Path(out)
-    estimator = DepthModel(model, prediction, seed)
-    source = str(Path(model).resolve()) if Path(model).is_dir() else model
-    params = {"method": "model", "source": source, "prediction": prediction,
-              "max_ratio": max_ratio, "seed": seed if estimator.is_random else None,
-              **({"precision": precision} if precision != "32-true" else {})}  # fmt: skip
+    estimator = DepthModel(model, prediction, seed, weights=depth_weights, input_size=input_size)
+    estimator.fetch_weights()  # a missing LeReS file fails before anything is written
+    params = model_params(estimator, prediction, max_ratio)
+    params.update({"precision": precision} if precision != "32-true" else {})
     prepare_depth_out(out, index.root, params, overwrite)  # every rank, before the rendezvous
     estimator.load("cpu")  # Lightning moves the network to the rank's device
     local, nodes = launch_world()
@@ -97,7 +111,8 @@ def predict_depth(
     skips = [tuple(s) for r in ranks for s in r["skips"]]
     skips += [(rel, reason, "") for rel, reason in not_found]
     num_maps = sum((out / depth_relpath(rel)).is_file() for rel in relpaths)
-    info = {"estimator": {**estimator.record(), "max_ratio": max_ratio, "precision": precision},
+    info = {"estimator": {**estimator.record(), "max_ratio": max_ratio_record(max_ratio),
+                          "precision": precision},
             "source": {"root": str(index.root.resolve()), "selection": select and str(select)},
             "engine": {"name": "lightning Trainer.predict", "world_size": trainer.world_size}}  # fmt: skip
     skipped = finish_depth_out(out, info, len(records), num_maps, skips)  # type: ignore[arg-type]
@@ -116,10 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("src", help="image folder (class folders / flat) or folder of tars")
     parser.add_argument("--out", required=True, help="depth folder (mirrors SRC's tree)")
-    parser.add_argument("--model", required=True, help="hub id, local model folder, or "
-                        "random:<depth-anything-tiny|dpt-tiny> (tests)")  # fmt: skip
+    parser.add_argument("--model", required=True, help="hub id, local model folder, leres "
+                        "(LeReS ResNeXt-101), or random:<depth-anything-tiny|dpt-tiny|leres> "
+                        "(tests)")  # fmt: skip
     parser.add_argument("--prediction", choices=("auto", *PREDICTION_KINDS), default="auto")
-    parser.add_argument("--max-ratio", type=float, default=DEFAULT_MAX_RATIO)
+    parser.add_argument(
+        "--max-ratio",
+        type=float,
+        help=f"far/near range kept (default {DEFAULT_MAX_RATIO:g}; LeReS: inf)",
+    )
+    parser.add_argument("--depth-weights", metavar="PATH",
+                        help="--model leres: local res101.pth (default: hub download)")  # fmt: skip
+    parser.add_argument("--input-size", type=int,
+                        help="--model leres: square input side (default 448)")  # fmt: skip
     parser.add_argument("--select", help="only the relative paths listed in this file")
     parser.add_argument("--class-map", help="class mapping file (as write_shards)")
     parser.add_argument("--no-train-subdir", action="store_true", help="ignore SRC/train/")
@@ -141,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             train_subdir=not args.no_train_subdir, batch_size=args.batch_size,
             workers=args.workers, precision=args.precision, accelerator=args.accelerator,
             devices=args.devices, num_nodes=args.num_nodes, seed=args.seed,
-            overwrite=args.overwrite, progress=not args.quiet,
+            depth_weights=args.depth_weights, input_size=args.input_size, overwrite=args.overwrite, progress=not args.quiet,
         )  # fmt: skip
     except (common.DatasetError, FileExistsError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -10,7 +10,9 @@ weights (speed only):
 - shard writing: PNG encoding of the resized image and depth + tar member writing (``--png-level``
   default), the rest of a ``write_shards`` worker's work;
 - depth: Depth-Anything-V2-Small's architecture at 518 x 686 (its processor's size for a 4:3
-  photo) and at 266 x 350 (~256 px inputs, a cheaper setting);
+  photo) and at 266 x 350 (~256 px inputs, a cheaper setting); LeReS ResNeXt-101 (the
+  original's estimator, ``data_prep/depth/leres.py``) at its release's 448 x 448 and at 256 x 256
+  (``--input-size 256``);
 - teacher: timm ResNet-50 at 224 (``extract_features``).
 
 ``--device cuda [--bf16]`` runs the networks on the GPU (batches of 32, wall clock), as
@@ -82,6 +84,7 @@ def network_rates(
     import timm
 
     from data_prep.bench.networks import depth_anything_v2_small
+    from data_prep.depth.leres import LeReSEstimator
 
     torch.set_num_threads(1)
     gpu = device != "cpu"
@@ -94,6 +97,13 @@ def network_rates(
         ("depth: Depth-Anything-V2-Small, 266x350",
          _rate(depth, torch.randn(n2, 3, 266, 350, device=device), run_depth, repeats, bf16)),
     ]  # fmt: skip
+    del depth
+    leres = LeReSEstimator().eval().to(device)
+    for side, n in ((448, n1), (256, n2)):
+        x = torch.randn(n, 3, side, side, device=device)
+        rows.append((f"depth: LeReS ResNeXt-101, {side}x{side}",
+                     _rate(leres, x, run_depth, repeats, bf16)))  # fmt: skip
+    del leres
     teacher = timm.create_model("resnet50", pretrained=False, num_classes=0).eval().to(device)
     x = torch.randn(n3, 3, 224, 224, device=device)
     rows.append(("teacher: timm resnet50, 224px",

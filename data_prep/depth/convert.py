@@ -14,8 +14,11 @@ convention, ``common.encode_relative_depth``). Estimators predict one of two thi
   ``max_ratio``. After the 60000 scaling the nearest pixel is stored as ``60000 / max_ratio``.
 
 The original's skewed geometry came from LeReS; its authors name metric estimators as the fix,
-which is why ``"depth"`` models need no inversion heuristic.
+which is why ``"depth"`` models need no inversion heuristic. LeReS (``--model leres``) defaults to
+``max_ratio = inf`` (no floor): its maps are then exactly the release's dumps, depth / max * 60000.
 """
+
+import math
 
 import numpy as np
 from PIL import Image
@@ -23,6 +26,17 @@ from PIL import Image
 DEPTH, DISPARITY = "depth", "disparity"
 PREDICTION_KINDS = (DEPTH, DISPARITY)
 DEFAULT_MAX_RATIO = 10.0  # far / near range kept from a disparity (or metric) prediction
+NO_FLOOR_MODELS = ("leres", "random:leres")  # depth kept whole, as the original's LeReS dumps
+
+
+def default_max_ratio(model: str | None) -> float:
+    """``--max-ratio``'s default: no floor (inf) for LeReS, else :data:`DEFAULT_MAX_RATIO`."""
+    return math.inf if model in NO_FLOOR_MODELS else DEFAULT_MAX_RATIO
+
+
+def max_ratio_record(max_ratio: float) -> float | None:
+    """``max_ratio`` for JSON records: ``None`` stands for no floor (inf is not JSON)."""
+    return max_ratio if math.isfinite(max_ratio) else None
 
 
 def infer_prediction_kind(config) -> str:
@@ -63,7 +77,9 @@ def prediction_to_depth(
     if peak <= 0:
         raise ValueError("prediction has no finite positive value")
     if kind == DEPTH:
-        return np.maximum(p, peak / max_ratio)
+        return np.maximum(p, peak / max_ratio)  # max_ratio = inf: no floor
+    if not math.isfinite(max_ratio):
+        raise ValueError("inverting disparity needs a finite max_ratio")
     return 1.0 / np.clip(p / peak, 1.0 / max_ratio, 1.0)
 
 

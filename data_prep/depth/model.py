@@ -9,7 +9,10 @@
 - a local folder with ``config.json``, the weights and ``preprocessor_config.json`` (what
   ``save_pretrained`` writes, or a downloaded hub snapshot);
 - ``random:<preset>`` or ``random:<config.json>``: the architecture with seeded random weights.
-  For tests only: the maps mean nothing. Presets: ``depth-anything-tiny``, ``dpt-tiny``.
+  For tests only: the maps mean nothing. Presets: ``depth-anything-tiny``, ``dpt-tiny``;
+- ``leres``: LeReS ResNeXt-101, the original 3DGP's estimator (``data_prep/depth/leres.py``:
+  weights from ``weights`` or the hub, its own pre- and post-processing); ``random:leres`` is
+  that architecture with seeded random weights (tests).
 
 Preprocessing is the model's own image processor (resize keeping the aspect ratio where it
 does, normalisation); the prediction is resized back to the image's size bilinearly. ZoeDepth's
@@ -27,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from data_prep.depth.convert import PREDICTION_KINDS, infer_prediction_kind
+from data_prep.depth.convert import DEPTH, PREDICTION_KINDS, infer_prediction_kind
+from data_prep.depth.leres import LERES
 from data_prep.features.teacher import resolve_device
 
 RANDOM_PREFIX = "random:"
@@ -96,16 +100,25 @@ class DepthModel:
             ``"depth"`` or ``"disparity"``.
         seed: seed of the random init (``random:`` sources only).
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"`` (half types on CUDA only).
+        weights: LeReS only: a local ``res101.pth`` (None: the hub copy).
+        input_size: LeReS only: the square input side (None: the release's 448).
     """
 
     def __init__(
-        self, source: str, prediction: str = "auto", seed: int = 0, dtype: str = "float32"
-    ) -> None:
+        self, source: str, prediction: str = "auto", seed: int = 0, dtype: str = "float32",
+        weights: str | None = None, input_size: int | None = None,
+    ) -> None:  # fmt: skip
         if prediction not in ("auto", *PREDICTION_KINDS):
             raise ValueError(f"prediction must be auto, depth or disparity, not {prediction!r}")
         if dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"dtype must be float32, float16 or bfloat16, not {dtype!r}")
         self.source, self.seed, self.dtype = str(source), seed, getattr(torch, dtype)
+        if not self.is_leres and (weights or input_size):
+            raise ValueError("--depth-weights and --input-size are LeReS options (--model leres)")
+        if self.is_leres and prediction == "disparity":
+            raise ValueError("LeReS predicts depth (larger = farther): drop --prediction")
+        self.weights, self.input_size = weights, input_size
+        self.weights_file: Path | None = None
         self.requested_prediction = prediction
         self.model: torch.nn.Module | None = None
         self.processor = None
@@ -116,12 +129,18 @@ class DepthModel:
     def is_random(self) -> bool:
         return self.source.startswith(RANDOM_PREFIX)
 
+    @property
+    def is_leres(self) -> bool:
+        return self.source in (LERES, RANDOM_PREFIX + LERES)
+
     def load(self, device: str | torch.device | None = None) -> "DepthModel":
         """Build/load the network (once) and move it to ``device`` (None/"auto": CUDA if any)."""
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
         if self.model is None:
-            if self.is_random:
+            if self.is_leres:
+                model, self.processor = self._leres()
+            elif self.is_random:
                 model, self.processor = self._random()
             else:
                 try:
@@ -146,6 +165,31 @@ class DepthModel:
             raise DepthModelError(f"{self.dtype} inference needs a CUDA device, not {self.device}")
         self.model.to(self.device, self.dtype)
         return self
+
+    def fetch_weights(self) -> "DepthModel":
+        """LeReS: find (or download) ``res101.pth`` now, so a missing file fails before any
+        output is written or the 500 MB network is built. Other sources: nothing to do."""
+        from data_prep.depth import leres
+
+        if self.is_leres and not self.is_random and self.weights_file is None:
+            self.weights_file = leres.weights_path(self.weights)
+        return self
+
+    def _leres(self):
+        from data_prep.depth import leres
+
+        self.fetch_weights()
+        try:
+            processor = leres.LeReSProcessor(self.input_size or leres.INPUT_SIZE)
+        except ValueError as err:
+            raise DepthModelError(str(err)) from err
+        with torch.random.fork_rng(devices=[]):  # seeded, and the caller's RNG is untouched
+            torch.manual_seed(self.seed)
+            model = leres.LeReSEstimator()
+        if self.weights_file is not None:
+            leres.load_weights(model.net, self.weights_file)
+        self.prediction = DEPTH
+        return model, processor
 
     def _random(self):
         from transformers import AutoConfig, AutoModelForDepthEstimation, DPTImageProcessor
@@ -185,6 +229,8 @@ class DepthModel:
         """How the maps were made (for ``depth_info.json`` and the shard manifest)."""
         rec: dict[str, Any] = {"method": "model", "source": self.source}
         path = Path(self.source)
+        if self.is_leres:
+            return {**rec, **self._leres_record()}
         if self.is_random:
             rec["weights"] = "RANDOM (tests only: the maps are not meaningful)"
             rec["seed"] = self.seed
@@ -201,6 +247,24 @@ class DepthModel:
         rec["preprocessing"] = (
             "the model's AutoImageProcessor; prediction resized bilinearly to the image size"
         )
+        return rec
+
+    def _leres_record(self) -> dict[str, Any]:
+        from data_prep.depth import leres
+
+        rec: dict[str, Any] = {"model_type": LERES, "architecture": (
+            "LeReS depth network, ResNeXt-101 32x8d encoder (AdelaiDepth res101.pth)")}  # fmt: skip
+        if self.weights_file is not None:
+            rec["weights"] = f"local file {self.weights_file}"
+            rec["weights_sha256"] = leres.file_sha256(self.weights_file)
+        else:
+            rec["weights"] = "RANDOM (tests only: the maps are not meaningful)"
+            rec["seed"] = self.seed
+        size = self.input_size or leres.INPUT_SIZE
+        rec.update(prediction=self.prediction, dtype=str(self.dtype).removeprefix("torch."),
+                   preprocessing=f"RGB resized to {size}x{size} (cv2 bilinear, aspect not kept), "
+                   "/255, ImageNet mean/std; output - min + 0.01, resized bilinearly to the "
+                   "image size (AdelaiDepth test_depth.py)")  # fmt: skip
         return rec
 
 

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from data_prep import common
+from data_prep.depth.convert import max_ratio_record
 from data_prep.depth.importer import write_atomic
+from data_prep.depth.model import DepthModel
 
 INFO_NAME, SKIPPED_NAME, STATE_NAME = "depth_info.json", "depth_skipped.txt", ".estimate-depth.json"
 INFO_FORMAT = {"name": "gp3d-depth-maps", "version": 1}
@@ -71,3 +73,16 @@ def finish_depth_out(
     }
     write_atomic(out / INFO_NAME, json.dumps(info, indent=2).encode())
     return dict(sorted(counts.items()))
+
+
+def model_params(estimator: DepthModel, prediction: str, max_ratio: float) -> dict[str, Any]:
+    """The parameters a resumed model run must share (``.estimate-depth.json``)."""
+    model = estimator.source
+    source = str(Path(model).resolve()) if Path(model).is_dir() else model
+    params = {"method": "model", "source": source, "prediction": prediction,
+              "max_ratio": max_ratio_record(max_ratio),
+              "seed": estimator.seed if estimator.is_random else None}  # fmt: skip
+    if estimator.is_leres:  # the weights file's path: same path, same maps (hashing is slow)
+        weights = estimator.weights and str(Path(estimator.weights).expanduser().resolve())
+        params.update(weights=weights, input_size=estimator.input_size)
+    return params
