@@ -52,6 +52,14 @@ def test_three_sample_ray_by_hand():
     assert abs(opacity.item() - 1.0) < 1e-9  # no division by the sum: it is 1 by construction
 
 
+def test_an_opaque_sample_leaves_the_original_1e_10_behind_it():
+    # T_1 = 1 - alpha_0 + 1e-10 with alpha_0 = 1 (spec 2.5): exactly 1e-10, not 0 or negative
+    sigma = torch.tensor([[[1e6], [1.0], [1.0]]], dtype=torch.float64)
+    _, trans = transmittance(sigma, torch.tensor([[0.0, 1.0, 2.0]], dtype=torch.float64))
+    assert abs(trans[0, 1].item() / 1e-10 - 1) < 1e-6
+    assert abs(trans[0, 2].item() / (1e-10 * (math.exp(-1.0) + 1e-10)) - 1) < 1e-6
+
+
 def test_deltas_come_from_deltas_t_and_depth_from_t():
     # The coarse pass (spec 2.4 quirk) takes alpha from s-space deltas but depth from metric t.
     t = torch.tensor([[0.75, 0.8, 0.9, 1.0]])
