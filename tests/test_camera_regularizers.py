@@ -161,6 +161,7 @@ def test_missing_weight_groups_count_as_zero():
     assert emd_loss(post, prior, {"angles": 5.0}).item() == 0.0  # fov, look-at: weight 0
     assert emd_loss(post, prior, {"fov": 2.0}).item() == pytest.approx(2.0 * 9.0, rel=1e-5)
     assert emd_loss(post, prior, {"look_at": 4.0}).item() == pytest.approx(4 * 0.25, rel=1e-5)
+    assert emd_loss(post, prior, {"fov": 1.0}).item() == pytest.approx(9.0, rel=1e-5)  # weight 1
     assert emd_loss(post, prior).item() == emd_loss(post, prior, EMD_WEIGHTS).item()
 
 

@@ -95,6 +95,10 @@ def test_sample_pdf_flat_bin_rule_and_zero_uniform():
     # u = 0 (torch.rand can return it) must not land in an empty leading bin
     s0 = sample_pdf(bins, torch.tensor([[0.0, 1.0, 1.0]], dtype=torch.float64), 1, u=u * 0, eps=0)
     assert s0.item() == 1.0
+    # u = 1 (ray_uniforms' float32 rounding can return it) takes the last edge, not an error
+    for w in (weights, weights.float()):
+        last = sample_pdf(bins.to(w), w, 1, u=torch.ones(1, 1, dtype=w.dtype), eps=eps)
+        assert last.item() == 3.0
     # u just below 1 stays inside the last bin
     s1 = sample_pdf(bins, weights, 1, u=torch.full_like(u, 1 - 1e-9), eps=eps)
     assert 2.99 < s1.item() <= 3.0
