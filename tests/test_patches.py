@@ -20,7 +20,7 @@ def test_patch_params_ranges_and_groups():
 def test_patch_scale_mean_matches_spec_numbers():
     torch.manual_seed(0)
     early = sample_patch_params(40_000, 0.25, beta=0.001, group_size=1).scale.mean()
-    late = sample_patch_params(40_000, 0.25, beta=0.8, group_size=1).scale.mean()
+    late = sample_patch_params(40_000, 0.25, group_size=1).scale.mean()  # default beta = 0.8
     assert abs(early - 0.99925) < 2e-3 and abs(mean_patch_scale(0.25, 0.001) - 0.99925) < 1e-4
     assert abs(late - 0.6667) < 5e-3 and abs(mean_patch_scale(0.25, 0.8) - 0.6667) < 1e-4
 
@@ -75,8 +75,8 @@ def test_patch_scale_fills_min_to_max_and_groups_cover_a_ragged_batch():
     frac = p.offset / (1 - p.scale[:, None])
     assert abs(frac.mean().item() - 0.5) < 0.05 and frac.max() > 0.9 and frac.min() < 0.1
     assert not torch.equal(p.offset[:, 0], p.offset[:, 1])
-    # 10 samples in groups of 4: 4 + 4 + 2, one draw per group
-    r = sample_patch_params(10, 0.25, beta=0.8, group_size=4)
+    # 10 samples in the default groups of 4 (spec 2.6): 4 + 4 + 2, one draw per group
+    r = sample_patch_params(10, 0.25, beta=0.8)
     assert r.scale.shape == (10,) and r.offset.shape == (10, 2)
     for lo, hi in ((0, 4), (4, 8), (8, 10)):
         assert (r.scale[lo:hi] == r.scale[lo]).all() and (r.offset[lo:hi] == r.offset[lo]).all()
