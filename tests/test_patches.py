@@ -35,6 +35,8 @@ def test_real_patch_covers_the_rendered_patch_pixels():
     got = extract_patches(images, patch, p_res)  # [6, 2, P, P]
     want = pixel_grid(p_res, patch).transpose(1, 2).reshape(6, 2, p_res, p_res)
     assert torch.allclose(got, want, atol=1e-5)
+    got64 = extract_patches(images.double(), patch, p_res)  # the grid follows the images' dtype
+    assert got64.dtype == torch.float64 and torch.allclose(got64, want.double(), atol=1e-5)
 
 
 def test_aligned_patch_equals_full_render_pixels():
