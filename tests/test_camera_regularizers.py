@@ -9,6 +9,7 @@ from gp3d.models.camera_generator import CameraGenerator
 from gp3d.models.camera_prior import CameraPrior
 from gp3d.training.camera_regularizers import (
     EMD_WEIGHTS,
+    LIPSCHITZ_EPS,
     emd_loss,
     emd_per_field,
     force_mean_loss,
@@ -182,3 +183,32 @@ def test_lipschitz_of_a_collapsed_generator_is_the_inverse_eps():
     x = CameraParams.from_tensor(torch.randn(6, 8))
     value = lipschitz_penalty(_Constant(), x, None, None, {"fov": 1.0, "radius": 0.5})
     assert value.item() == pytest.approx(1.5e4, rel=1e-6)
+
+
+def test_wasserstein_per_row_on_the_last_dim_and_size_check():
+    x = torch.tensor([[0.0, 1.0, 2.0], [0.0, 0.0, 0.0]])
+    y = torch.tensor([[2.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    torch.testing.assert_close(wasserstein_1d_sq(x, y), torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"equal-size samples.*\(3,\) and \(4,\)"):
+        wasserstein_1d_sq(torch.zeros(3), torch.zeros(4))
+    with pytest.raises(ValueError, match=r"unknown camera weight groups \['angle'\]"):
+        emd_loss(
+            CameraParams.from_tensor(torch.zeros(2, 8)),
+            CameraParams.from_tensor(torch.zeros(2, 8)),
+            {"angle": 1.0},
+        )
+
+
+class _ClassGain(nn.Module):
+    """posterior = c[:, :1] * prior: the gain per sample comes from the class input."""
+
+    def forward(self, cam: CameraParams, z, c) -> CameraParams:
+        return CameraParams.from_tensor(c[:, :1] * cam.to_tensor())
+
+
+def test_lipschitz_passes_the_class_input_to_the_generator():
+    x = CameraParams.from_tensor(torch.randn(4, 8))
+    c = torch.tensor([[0.5, 9.0], [1.0, 9.0], [2.0, 9.0], [4.0, 9.0]])
+    g = c[:, 0]
+    want = (g + 1 / (g + LIPSCHITZ_EPS)).mean().item()
+    assert lipschitz_penalty(_ClassGain(), x, None, c, {"fov": 1.0}).item() == pytest.approx(want)
