@@ -101,3 +101,68 @@ def test_patch_grid_is_subwindow_with_bottom_origin():
     assert g[:, 1].min() == -1.0 and g[:, 1].max() == 0.0  # o_y = 0 selects the bottom half
     full = pixel_grid(4, PatchParams.full(1))
     assert torch.allclose(full, pixel_grid(4))
+
+
+def test_spherical_points_by_hand():
+    # spec 3.2: (r sin(p) sin(-yaw), r cos(p), r sin(p) cos(yaw)); y up, pitch < pi/2 is above
+    yaw = torch.tensor([0.0, math.pi / 2, math.pi, 0.0, 0.0])
+    pitch = torch.tensor([math.pi / 2, math.pi / 2, math.pi / 2, 0.0, math.pi / 4])
+    r = torch.tensor([1.0, 2.0, 1.0, 1.5, 2.0])
+    s = math.sqrt(2.0)
+    want = torch.tensor([[0, 0, 1], [-2, 0, 0], [0, 0, -1], [0, 1.5, 0], [0, s, s]])
+    got = camera_origin(CameraParams(yaw, pitch, 0 * r, r, 0 * r + 30, 0 * r, 0 * r, 0 * r))
+    torch.testing.assert_close(got, want.float(), atol=1e-6, rtol=0)
+    la = CameraParams(0 * r, 0 * r + 1, 0 * r, r, 0 * r + 30, yaw, pitch, r)
+    torch.testing.assert_close(look_at_point(la), want.float(), atol=1e-6, rtol=0)
+
+
+def test_cam2world_axes_by_hand():
+    # Camera on -x (yaw = pi/2) looking at the origin: forward +x, up +y, right = +z.
+    # Columns are [right (= -left), up, -forward] (spec 3.3).
+    cam = canonical()
+    cam.yaw = torch.tensor([math.pi / 2])
+    cam.radius = torch.tensor([2.0])
+    m = cam2world(cam)[0]
+    want = torch.tensor([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    torch.testing.assert_close(m[:3, :3], want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(m[:3, 3], torch.tensor([-2.0, 0.0, 0.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(m[3], torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    # From above (pitch pi/4) the camera's up still has a positive world-y part: no roll flip.
+    cam.pitch = torch.tensor([math.pi / 4])
+    up = cam2world(cam)[0, :3, 1]
+    assert up[1] > 0.5
+
+
+def test_focal_and_pixel_grid_by_hand():
+    # f_px = ((W - 1) / 2) / tan(fov / 2): fov 90, W 3 -> 1; fov 60, W 101 -> 50 sqrt(3)
+    assert fov_to_focal(90.0, 3) == pytest.approx(1.0)
+    assert fov_to_focal(60.0, 101) == pytest.approx(50 * math.sqrt(3))
+    torch.testing.assert_close(
+        fov_to_focal(torch.tensor([90.0, 60.0]), 3), torch.tensor([1.0, 3**0.5])
+    )
+    assert focal_to_fov(1.0, 3) == pytest.approx(90.0)
+    torch.testing.assert_close(focal_to_fov(torch.tensor([1.0]), 3), torch.tensor([90.0]))
+    # centres of a 3x3 image, row-major from the top-left, x right, y up (spec 2.1)
+    want = torch.tensor([[x, y] for y in (1.0, 0.0, -1.0) for x in (-1.0, 0.0, 1.0)])
+    torch.testing.assert_close(pixel_grid(3), want[None])
+    # x' = (x + 1) s - 1 + 2 o: s = 0.5 at offset (0.5, 0.25) covers x in [0, 1], y in [-0.5, 0.5]
+    patch = PatchParams(scale=torch.tensor([0.5]), offset=torch.tensor([[0.5, 0.25]]))
+    g = pixel_grid(3, patch)[0]
+    torch.testing.assert_close(g[0], torch.tensor([0.0, 0.5]))  # top-left
+    torch.testing.assert_close(g[-1], torch.tensor([1.0, -0.5]))  # bottom-right
+
+
+def test_rays_and_projection_by_hand():
+    # fov 90: the image plane is at z = -1, so the top-left pixel's camera ray is (-1, 1, -1)
+    cam = canonical(fov=90.0)
+    _, dirs = generate_rays(cam, 3)
+    torch.testing.assert_close(dirs[0, 0], torch.tensor([-1.0, 1.0, -1.0]) / 3**0.5)
+    torch.testing.assert_close(dirs[0, 5], torch.tensor([1.0, 0.0, -1.0]) / 2**0.5)  # middle right
+    cam.yaw = torch.tensor([math.pi / 2])  # rotate: camera on -x, right = +z, forward = +x
+    _, dirs = generate_rays(cam, 3)
+    torch.testing.assert_close(dirs[0, 0], torch.tensor([1.0, 1.0, -1.0]) / 3**0.5)
+    # a point above the optical axis projects above the image centre (y up)
+    pts = torch.tensor([[[0.0, 0.5, 0.0], [0.0, 0.0, 0.25]]])
+    proj = project_points(cam, pts)
+    torch.testing.assert_close(proj[0, 0], torch.tensor([0.0, 0.5]))
+    torch.testing.assert_close(proj[0, 1], torch.tensor([0.25, 0.0]))  # +z is to the right

@@ -9,6 +9,7 @@ from gp3d.models.camera_generator import CameraGenerator
 from gp3d.models.camera_prior import CameraPrior
 from gp3d.training.camera_regularizers import (
     EMD_WEIGHTS,
+    LIPSCHITZ_EPS,
     emd_loss,
     emd_per_field,
     force_mean_loss,
@@ -132,3 +133,82 @@ def test_lipschitz_on_camera_generator():
     assert torch.isfinite(value) and value.item() > 0
     value.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in gen.parameters())
+
+
+def test_force_mean_uses_all_three_angles_and_is_smooth_at_its_minimum():
+    # mean (yaw, pitch, roll) = (0.5, 1.2, 0.2) against the prior mean (0.2, 1.6, 0.0):
+    # difference (0.3, -0.4, 0.2) -> norm sqrt(0.29); roll (fixed at 0 in 3DGP) still counts
+    n = 4
+    cam = CameraParams.from_tensor(torch.zeros(n, 8, dtype=torch.float64))
+    cam.yaw = torch.tensor([0.4, 0.6, 0.5, 0.5], dtype=torch.float64)
+    cam.pitch = torch.full((n,), 1.2, dtype=torch.float64)
+    cam.roll = torch.tensor([0.0, 0.4, 0.2, 0.2], dtype=torch.float64)
+    mu = torch.tensor([0.2, 1.6, 0.0])
+    assert force_mean_loss(cam, mu).item() == pytest.approx(math.sqrt(0.29), rel=1e-6)
+    # at the prior mean the +1e-8 keeps the norm differentiable (no nan gradient)
+    yaw = torch.full((n,), 0.25, dtype=torch.float64, requires_grad=True)  # exact in binary
+    cam.yaw, cam.pitch, cam.roll = yaw, torch.full((n,), 1.5, dtype=torch.float64), 0 * yaw
+    loss = force_mean_loss(cam, torch.tensor([0.25, 1.5, 0.0], dtype=torch.float64))
+    loss.backward()
+    assert loss.item() < 1e-7 and torch.isfinite(yaw.grad).all()
+
+
+def test_missing_weight_groups_count_as_zero():
+    prior = CameraPrior().sample(32, generator=torch.Generator().manual_seed(5))
+    shifted = prior.to_tensor().clone()
+    shifted[:, CAMERA_FIELDS.index("fov")] += 3.0
+    shifted[:, CAMERA_FIELDS.index("la_pitch")] += 0.5
+    post = CameraParams.from_tensor(shifted)
+    assert emd_loss(post, prior, {"angles": 5.0}).item() == 0.0  # fov, look-at: weight 0
+    assert emd_loss(post, prior, {"fov": 2.0}).item() == pytest.approx(2.0 * 9.0, rel=1e-5)
+    assert emd_loss(post, prior, {"look_at": 4.0}).item() == pytest.approx(4 * 0.25, rel=1e-5)
+    assert emd_loss(post, prior, {"fov": 1.0}).item() == pytest.approx(9.0, rel=1e-5)  # weight 1
+    assert emd_loss(post, prior).item() == emd_loss(post, prior, EMD_WEIGHTS).item()
+
+
+class _Constant(nn.Module):
+    """A camera generator that ignores its input: every derivative d posterior / d prior is 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(8))
+
+    def forward(self, cam: CameraParams, z, c) -> CameraParams:
+        return CameraParams.from_tensor(self.bias.expand(cam.batch_size, 8))
+
+
+def test_lipschitz_of_a_collapsed_generator_is_the_inverse_eps():
+    # g = 0 for every field -> |g| + 1 / (|g| + 1e-4) = 1e4 per field (spec 4.5: collapse is
+    # what the term punishes); fields with no path to the input must not raise.
+    x = CameraParams.from_tensor(torch.randn(6, 8))
+    value = lipschitz_penalty(_Constant(), x, None, None, {"fov": 1.0, "radius": 0.5})
+    assert value.item() == pytest.approx(1.5e4, rel=1e-6)
+
+
+def test_wasserstein_per_row_on_the_last_dim_and_size_check():
+    x = torch.tensor([[0.0, 1.0, 2.0], [0.0, 0.0, 0.0]])
+    y = torch.tensor([[2.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    torch.testing.assert_close(wasserstein_1d_sq(x, y), torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"equal-size samples.*\(3,\) and \(4,\)"):
+        wasserstein_1d_sq(torch.zeros(3), torch.zeros(4))
+    with pytest.raises(ValueError, match=r"unknown camera weight groups \['angle'\]"):
+        emd_loss(
+            CameraParams.from_tensor(torch.zeros(2, 8)),
+            CameraParams.from_tensor(torch.zeros(2, 8)),
+            {"angle": 1.0},
+        )
+
+
+class _ClassGain(nn.Module):
+    """posterior = c[:, :1] * prior: the gain per sample comes from the class input."""
+
+    def forward(self, cam: CameraParams, z, c) -> CameraParams:
+        return CameraParams.from_tensor(c[:, :1] * cam.to_tensor())
+
+
+def test_lipschitz_passes_the_class_input_to_the_generator():
+    x = CameraParams.from_tensor(torch.randn(4, 8))
+    c = torch.tensor([[0.5, 9.0], [1.0, 9.0], [2.0, 9.0], [4.0, 9.0]])
+    g = c[:, 0]
+    want = (g + 1 / (g + LIPSCHITZ_EPS)).mean().item()
+    assert lipschitz_penalty(_ClassGain(), x, None, c, {"fov": 1.0}).item() == pytest.approx(want)

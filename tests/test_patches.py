@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from gp3d.models.camera import generate_rays, pixel_grid
@@ -19,7 +20,7 @@ def test_patch_params_ranges_and_groups():
 def test_patch_scale_mean_matches_spec_numbers():
     torch.manual_seed(0)
     early = sample_patch_params(40_000, 0.25, beta=0.001, group_size=1).scale.mean()
-    late = sample_patch_params(40_000, 0.25, beta=0.8, group_size=1).scale.mean()
+    late = sample_patch_params(40_000, 0.25, group_size=1).scale.mean()  # default beta = 0.8
     assert abs(early - 0.99925) < 2e-3 and abs(mean_patch_scale(0.25, 0.001) - 0.99925) < 1e-4
     assert abs(late - 0.6667) < 5e-3 and abs(mean_patch_scale(0.25, 0.8) - 0.6667) < 1e-4
 
@@ -34,6 +35,8 @@ def test_real_patch_covers_the_rendered_patch_pixels():
     got = extract_patches(images, patch, p_res)  # [6, 2, P, P]
     want = pixel_grid(p_res, patch).transpose(1, 2).reshape(6, 2, p_res, p_res)
     assert torch.allclose(got, want, atol=1e-5)
+    got64 = extract_patches(images.double(), patch, p_res)  # the grid follows the images' dtype
+    assert got64.dtype == torch.float64 and torch.allclose(got64, want.double(), atol=1e-5)
 
 
 def test_aligned_patch_equals_full_render_pixels():
@@ -51,3 +54,32 @@ def test_aligned_patch_equals_full_render_pixels():
     assert torch.allclose(patch_dirs.reshape(2, p_res, p_res, 3), sub, atol=1e-5)
     img = full_dirs.transpose(1, 2).reshape(2, 3, res, res)
     assert torch.allclose(extract_patches(img, patch, p_res), sub.permute(0, 3, 1, 2), atol=1e-5)
+
+
+def test_patch_scale_bounds_are_validated_with_equality_allowed():
+    for bad in ((0.0, 1.0), (0.6, 0.5), (0.5, 1.5), (-0.1, 0.5)):
+        with pytest.raises(ValueError, match="min_scale"):
+            sample_patch_params(4, *bad)
+    fixed = sample_patch_params(8, 0.5, 0.5)  # min = max: every patch has that scale
+    assert torch.equal(fixed.scale, torch.full((8,), 0.5))
+    assert ((fixed.offset >= 0) & (fixed.offset <= 0.5)).all()
+    whole = sample_patch_params(4, 1.0, 1.0)  # s = 1: the whole image, offset 0
+    assert torch.equal(whole.scale, torch.ones(4)) and torch.equal(whole.offset, torch.zeros(4, 2))
+
+
+def test_patch_scale_fills_min_to_max_and_groups_cover_a_ragged_batch():
+    torch.manual_seed(0)
+    p = sample_patch_params(400, 0.2, 0.5, beta=1.0, group_size=1)  # Beta(1, 1) = uniform
+    assert ((p.scale >= 0.2) & (p.scale <= 0.5)).all()
+    assert p.scale.min() < 0.22 and p.scale.max() > 0.48
+    assert abs(p.scale.mean().item() - 0.35) < 0.02
+    # offsets ~ U[0, 1 - s] on each axis independently
+    frac = p.offset / (1 - p.scale[:, None])
+    assert abs(frac.mean().item() - 0.5) < 0.05 and frac.max() > 0.9 and frac.min() < 0.1
+    assert not torch.equal(p.offset[:, 0], p.offset[:, 1])
+    # 10 samples in the default groups of 4 (spec 2.6): 4 + 4 + 2, one draw per group
+    r = sample_patch_params(10, 0.25, beta=0.8)
+    assert r.scale.shape == (10,) and r.offset.shape == (10, 2)
+    for lo, hi in ((0, 4), (4, 8), (8, 10)):
+        assert (r.scale[lo:hi] == r.scale[lo]).all() and (r.offset[lo:hi] == r.offset[lo]).all()
+    assert len({r.scale[0].item(), r.scale[4].item(), r.scale[8].item()}) == 3
