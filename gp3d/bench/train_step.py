@@ -18,7 +18,9 @@ runs only the distributed entries), each rank takes ``batch_size / devices`` ima
 images/s and FLOPs are the global batch's, so the ratio to a 1-process entry is the cost of
 data parallelism per image at the same global batch.
 
-Absolute times only hold on the machine they were measured on; compare ratios.
+Absolute times only hold on the machine they were measured on; compare ratios. On a shared
+CPU, compare the CPU seconds per image (all ranks' process CPU time): wall time there mostly
+measures the other processes' load, and a 2-rank entry gets twice the scheduler share.
 """
 
 import argparse
@@ -71,19 +73,30 @@ class _Fixed(Dataset):
 
 
 class _Timer(Callback):
+    """Wall time per timed iteration, and CPU time (this process's, summed over the ranks of a
+    data-parallel entry): on a shared machine the CPU time of the work is the cost that other
+    processes' load does not change, and it counts every rank's share."""
+
     def __init__(self, warmup: int) -> None:
-        self.warmup, self.times, self._t = warmup, [], 0.0
+        self.warmup, self.times, self.cpu_times = warmup, [], []
+        self._t = self._c = 0.0
+        self.cpu_s_per_iter = 0.0
 
     def on_train_batch_start(self, trainer, *args) -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        self._t = time.perf_counter()
+        self._t, self._c = time.perf_counter(), time.process_time()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         if batch_idx >= self.warmup:
             self.times.append(time.perf_counter() - self._t)
+            self.cpu_times.append(time.process_time() - self._c)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        mean = torch.tensor(sum(self.cpu_times) / max(len(self.cpu_times), 1))
+        self.cpu_s_per_iter = float(trainer.strategy.reduce(mean, reduce_op="sum"))
 
 
 PHASES = ("_g_step", "_d_step", "_r1_step")
@@ -225,6 +238,7 @@ def bench(
         "s_per_iter": s_iter,
         "phase_s_per_iter": phases,
         "images_per_s": batch_size / s_iter,
+        "cpu_s_per_image": timer.cpu_s_per_iter / batch_size,
         "peak_memory_mib": peak_memory_mib(device),
         "flops_per_image": flops / batch_size,
         "tflops": achieved,
@@ -282,12 +296,13 @@ def main() -> None:
         exp, *extra = entry.split(",")
         if _launched_rank() and "trainer=" not in entry:
             continue  # a launched rank joins the distributed entries only
-        results[entry] = bench(
+        key = entry if entry not in results else f"{entry} (#{len(results) + 1})"  # A B A
+        results[key] = bench(
             exp, args.size, args.steps, args.warmup, args.batch_size, args.device,
             args.num_classes, extra, args.peak_tflops,
         )  # fmt: skip
-        if results[entry]["rank"] > 0:
-            del results[entry]
+        if results[key]["rank"] > 0:
+            del results[key]
     if _launched_rank():
         return  # rank 0 reports
     print(format_table(results, args))
@@ -296,10 +311,11 @@ def main() -> None:
 
 
 def format_table(results: dict, args) -> str:
-    base = results[args.experiments[0]]["s_per_iter"]
+    first = results[args.experiments[0]]
+    base, base_cpu = first["s_per_iter"], first["cpu_s_per_image"]
     lines = [
         f"{'experiment':<44}{'s/iter':>8}{'ratio':>7}{'img/s':>8}{'G':>7}{'D':>7}{'R1':>7}"
-        f"{'GFLOP/img':>11}{'MFU':>7}{'peak MiB':>10}   "
+        f"{'GFLOP/img':>11}{'MFU':>7}{'peak MiB':>10}{'CPU s/img':>10}{'ratio':>7}   "
         f"(size={args.size}, batch={args.batch_size}, {args.device})"
     ]
     for exp, r in results.items():
@@ -308,7 +324,8 @@ def format_table(results: dict, args) -> str:
             f"{exp[:43]:<44}{r['s_per_iter']:>8.3f}{r['s_per_iter'] / base:>7.2f}"
             f"{r['images_per_s']:>8.1f}{ph['g']:>7.3f}{ph['d']:>7.3f}{ph['r1']:>7.3f}"
             f"{r['flops_per_image'] / 1e9:>11.2f}{'' if mfu is None else f'{mfu:.1%}':>7}"
-            f"{r['peak_memory_mib']:>10.0f}"
+            f"{r['peak_memory_mib']:>10.0f}{r['cpu_s_per_image']:>10.3f}"
+            f"{r['cpu_s_per_image'] / base_cpu:>7.2f}"
         )
     return "\n".join(lines)
 
