@@ -204,7 +204,8 @@ def bench(
         embedding=torch.randn(local_batch, kd) if kd > 0 else None,
     )
     interval = int(cfg.model.module.r1_interval)
-    loader = DataLoader(_Fixed(batch, steps + warmup + 1), batch_size=None)
+    # every rank runs steps + warmup + 1 iterations (the distributed sampler splits the items)
+    loader = DataLoader(_Fixed(batch, (steps + warmup + 1) * devices), batch_size=None)
     timer = _Timer(warmup + 1)  # the first iteration counts FLOPs (and includes R1)
     clock = _PhaseClock(model, warmup + 1)
     clock.count_flops = True
