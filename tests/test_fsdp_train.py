@@ -68,8 +68,8 @@ def test_fsdp_trains_like_ddp_checkpoints_and_resumes(tmp_path):
     assert ours.keys() == ref.keys()
     for name in ref:
         # same draws, same data: only the gradient reduction differs (2 ranks: a sum of two
-        # halves either way); Adam's first steps are ~lr * sign(g), so allow a rounding-size
-        # difference only
+        # halves either way, so this CPU gives bit-identical weights); Adam's first steps are
+        # ~lr * sign(g), so allow a rounding-size difference only
         torch.testing.assert_close(ours[name], ref[name], rtol=1e-5, atol=1e-6, msg=name)
 
     ckpt_path = tmp_path / "fsdp" / "checkpoints" / "last.ckpt"

@@ -17,6 +17,8 @@ runs data-parallel: Lightning launches the other ranks (re-running this command,
 runs only the distributed entries), each rank takes ``batch_size / devices`` images, and the
 images/s and FLOPs are the global batch's, so the ratio to a 1-process entry is the cost of
 data parallelism per image at the same global batch.
+At most one data-parallel entry per command, after the 1-process ones: Lightning launches the
+other ranks at its fit and they run only the entries that name a trainer.
 
 Absolute times only hold on the machine they were measured on; compare ratios. On a shared
 CPU, compare the CPU seconds per image (all ranks' process CPU time): wall time there mostly
