@@ -96,3 +96,18 @@ def test_consecutive_nonfinite_gradients_roll_back_and_the_run_finishes(tmp_path
     assert streaks[:6] == [0, 0, 1, 2, 3, 4]
     events = [r for r in rows if r.get("rollback/count")]
     assert len(events) == 1 and float(events[0]["rollback/from_kimg"]) == 0.024
+
+
+def test_reduced_verdict_skips_a_step_that_was_bad_on_another_rank():
+    # FSDP: each rank holds a shard; a NaN in another rank's shard must zero this rank's too
+    seen = []
+
+    def other_rank_bad(flag: torch.Tensor) -> torch.Tensor:
+        seen.append(float(flag))
+        return torch.ones(())
+
+    g = torch.tensor([1.0, -2.0])
+    assert zero_if_nonfinite_([g], other_rank_bad) == 1.0
+    assert torch.equal(g, torch.zeros(2)) and seen == [0.0]
+    # a rank with no gradient elements still joins the collective (else the others would hang)
+    assert zero_if_nonfinite_([], other_rank_bad) == 1.0 and seen == [0.0, 0.0]

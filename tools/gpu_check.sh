@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (device tool, `run`): set up, run the GPU tests, then the training
-# step benchmark at the 3DGP ImageNet-256 configuration in fp32, bf16 and bf16+compile. Everything
+# step benchmark at the 3DGP ImageNet-256 configuration in fp32, bf16, bf16+compile and
+# bf16+channels_last (D in NHWC). Everything
 # lands as JSON (and logs) under $OUT (default ./gpu_check), within ~8 minutes on one H100.
 #   run: bash tools/gpu_check.sh            (carry .venv only if it was built with CUDA torch)
 set -uo pipefail
@@ -23,10 +24,11 @@ timeout 150 $PY -m pytest -m gpu -q --junitxml="$OUT/gpu_tests.xml" > "$OUT/gpu_
 echo "gpu tests rc=$?" >> "$OUT/summary.txt"
 # 2. Training step at the ImageNet-256 configuration: fp32 eager is the baseline of the ratios.
 #    TF32 is on in every entry (gp3d.utils.env) so fp32 means fp32 weights with TF32 matmuls.
-timeout 330 $PY -m gp3d.bench --size full --device cuda --batch-size 32 --steps 16 --warmup 4 \
+timeout 400 $PY -m gp3d.bench --size full --device cuda --batch-size 32 --steps 16 --warmup 4 \
   --experiments 3dgp_imagenet \
                 3dgp_imagenet,trainer.precision=bf16-mixed \
                 3dgp_imagenet,trainer.precision=bf16-mixed,model.module.compile=true \
+                3dgp_imagenet,trainer.precision=bf16-mixed,model.module.channels_last=true \
   --json "$OUT/bench_3dgp_imagenet.json" > "$OUT/bench.log" 2>&1
 echo "bench rc=$?" >> "$OUT/summary.txt"
 # 3. Data preparation: depth (Depth-Anything-V2-Small arch; LeReS ResNeXt-101 at 448 and 256) and

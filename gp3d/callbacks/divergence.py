@@ -14,6 +14,7 @@ import math
 import torch
 from lightning import Callback, LightningModule, Trainer
 
+from gp3d.training.fsdp import is_sharded, load_full_state
 from gp3d.utils import seeding
 from gp3d.utils.resume import checkpoint_problem, run_checkpoints
 
@@ -95,9 +96,13 @@ class DivergenceRollback(Callback):
                 f"training diverged at {nimg} images ({reason}) and no checkpoint from before "
                 f"{self.good_nimg} images exists to roll back to"
             )
-        pl_module.load_state_dict(ckpt["state_dict"])
-        for opt, state in zip(trainer.optimizers, ckpt["optimizer_states"], strict=True):
-            opt.load_state_dict(state)
+        if is_sharded(pl_module):  # trainer=fsdp: full tensors into this rank's shards
+            load_full_state(pl_module, trainer.optimizers, ckpt)
+        else:
+            pl_module.load_state_dict(ckpt["state_dict"])
+            for opt, state in zip(trainer.optimizers, ckpt["optimizer_states"], strict=True):
+                opt.load_state_dict(state)
+        for opt in trainer.optimizers:
             for group in opt.param_groups:
                 group["lr"] *= self.lr_factor
         pl_module._sync_host_counters()

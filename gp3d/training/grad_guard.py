@@ -13,17 +13,26 @@ streak stay device tensors that are logged like the losses, and ``callbacks.roll
 the streak at its own checks (``max_grad_skips``).
 """
 
+from collections.abc import Callable
+
 import torch
 
+Reduce = Callable[[torch.Tensor], torch.Tensor]
 
-def zero_if_nonfinite_(grads: list[torch.Tensor]) -> torch.Tensor:
+
+def zero_if_nonfinite_(grads: list[torch.Tensor], reduce: Reduce | None = None) -> torch.Tensor:
     """Zero every gradient in ``grads`` in place when any element of any of them is NaN / Inf;
-    return that verdict as a 0-dim float tensor (1.0 = zeroed) on their device."""
+    return that verdict as a 0-dim float tensor (1.0 = zeroed) on their device. ``reduce``
+    combines the verdicts of processes that each hold a shard of the gradients (FSDP,
+    ``fsdp.any_rank``), so they all skip the step together."""
+    bad = torch.zeros(())
+    if grads:  # max |g| per tensor: NaN and Inf propagate, and unlike a 2-norm it cannot overflow
+        peaks = torch.stack([p.float() for p in torch._foreach_norm(grads, float("inf"))])
+        bad = (~torch.isfinite(peaks).all()).float()
+    if reduce is not None:  # also with no local gradient: every rank joins the collective
+        bad = reduce(bad)
     if not grads:
-        return torch.zeros(())
-    # max |g| per tensor: NaN and Inf propagate, and unlike a 2-norm it cannot overflow
-    peaks = torch.stack([p.float() for p in torch._foreach_norm(grads, float("inf"))])
-    bad = (~torch.isfinite(peaks).all()).float()
+        return bad
     for g in grads:
         torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)  # NaN * 0 would stay NaN
     torch._foreach_mul_(grads, 1.0 - bad)
@@ -42,8 +51,8 @@ class GradGuard:
         self.skips: dict[str, torch.Tensor] = {}
         self.streak: dict[str, torch.Tensor] = {}
 
-    def __call__(self, name: str, grads: list[torch.Tensor]) -> None:
-        bad = zero_if_nonfinite_(grads)
+    def __call__(self, name: str, grads: list[torch.Tensor], reduce: Reduce | None = None) -> None:
+        bad = zero_if_nonfinite_(grads, reduce)
         self.skips[name] = self.skips.get(name, torch.zeros_like(bad)) + bad
         self.streak[name] = next_streak(self.streak.get(name, torch.zeros_like(bad)), bad)
 

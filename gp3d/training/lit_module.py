@@ -18,6 +18,15 @@ from gp3d.training.blur import blur_images
 from gp3d.training.camera_loss import CameraLoss
 from gp3d.training.ddp import all_reduce_grads, average_over_ranks_, mean_over_ranks
 from gp3d.training.ema import ema_update, make_ema_copy
+from gp3d.training.fsdp import (
+    any_rank,
+    double_backward_safe,
+    gathered,
+    is_sharded,
+    local,
+    replicated,
+    shard_networks,
+)
 from gp3d.training.grad_guard import GradGuard
 from gp3d.training.losses import (
     class_loss,
@@ -67,6 +76,10 @@ class GP3DLitModule(LightningModule):
         ema_kimg: EMA half-life in kimg; None = batch_size * 0.3125 (spec 7.5). ema_rampup: 0.05.
         compile: torch.compile G's synthesis and decoder for training (``compile_backend``;
             eager fallback, see ``gp3d.utils.compile``).
+        channels_last: D's weights and inputs in channels-last (NHWC) memory format, which
+            cuDNN's tensor-core convolutions prefer. D only: the synthesis network's modulated
+            convolutions are one grouped conv over ``x.reshape(1, B * C, H, W)``, which turns a
+            channels-last input back into a contiguous copy (``layers.modulated_conv2d``).
         num_views: renders per latent that D scores (multi-view discrimination, multiview_pti.md
             1.4, see ``views.py``); 1 = single-view training as before.
         view_distribution: "posterior" (camera generator on V prior draws), "prior" or
@@ -102,6 +115,7 @@ class GP3DLitModule(LightningModule):
         ema_rampup: float | None = 0.05,
         compile: bool = False,
         compile_backend: str = "inductor",
+        channels_last: bool = False,
         num_views: int = 1,
         view_distribution: str = "posterior",
         view_range: tuple[float, float] = (0.5, 0.25),
@@ -203,20 +217,24 @@ class GP3DLitModule(LightningModule):
 
     def _run_d(self, x: torch.Tensor, patch: PatchParams, c, sched):
         x = blur_images(x, sched["blur_sigma"], self.hparams.depth_blur_scale)
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.D(x, patch.to_tensor(), c)
 
     def _step(self, opt, module: nn.Module) -> None:
-        # Only the network this phase steps is synchronised across ranks (PhaseDDPStrategy).
-        all_reduce_grads(module.parameters())
-        if self.grad_guard is not None:  # all ranks hold the same gradients: same verdict
-            self.grad_guard(
-                "G" if module is self.G else "D",
-                [p.grad for p in module.parameters() if p.grad is not None],
-            )
+        # Only the network this phase steps is synchronised across ranks (PhaseDDPStrategy);
+        # under FSDP its backward already reduce-scattered the gradients into this rank's shards.
+        # (FSDP leaves scalar parameters unsharded: those are all-reduced here too).
+        sharded = is_sharded(module)
+        all_reduce_grads(replicated(module.parameters()))
+        grads = [local(p.grad) for p in module.parameters() if p.grad is not None]
+        grads = [g for g in grads if g.numel() > 0]  # FSDP: a row-less shard of a small weight
+        if self.grad_guard is not None:  # DDP: same gradients on all ranks, same verdict
+            name = "G" if module is self.G else "D"
+            self.grad_guard(name, grads, any_rank if sharded else None)
         # NaN -> 0 and +-inf -> +-1e5, as the original does after its all-reduce (spec 7.2).
-        for p in module.parameters():
-            if p.grad is not None:
-                torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+        for g in grads:
+            torch.nan_to_num_(g, nan=0.0, posinf=1e5, neginf=-1e5)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -224,6 +242,12 @@ class GP3DLitModule(LightningModule):
     def _g_step(self, batch: Batch, sched, logs: dict) -> None:
         opt_g = self.optimizers()[0]
         self.toggle_optimizer(opt_g)
+        with double_backward_safe(self.G.camera_generator):  # its Lipschitz penalty (FSDP)
+            self._g_loss_backward(batch, sched, logs)
+        self._step(opt_g, self.G)
+        self.untoggle_optimizer(opt_g)
+
+    def _g_loss_backward(self, batch: Batch, sched, logs: dict) -> None:
         x, patch, c, _ = self._fake(batch, sched, update_emas=False)
         out = self._run_d(x, patch, c, sched)
         loss = generator_loss(out.logits)  # a mean over all B x V renders = the views' mean
@@ -237,8 +261,6 @@ class GP3DLitModule(LightningModule):
             loss = loss + cam_loss
             logs.update(cam_logs)
         self.manual_backward(loss)
-        self._step(opt_g, self.G)
-        self.untoggle_optimizer(opt_g)
 
     def _d_step(self, batch: Batch, sched, logs: dict) -> None:
         opt_d = self.optimizers()[1]
@@ -291,11 +313,13 @@ class GP3DLitModule(LightningModule):
         self.toggle_optimizer(opt_d)
         real, patch = self._real(batch, sched)
         real = real.detach().requires_grad_(True)
-        logits, kd_pred, cls_pred = self._run_d(real, patch, self.onehot(batch.label), sched)
-        penalty = r1_penalty(logits, real, self.r1_gamma)
-        # "+ 0 * outputs" keeps every D parameter in the graph (DDP without unused-param search).
-        unused = sum(0.0 * t.sum() for t in (kd_pred, cls_pred) if t is not None)
-        self.manual_backward(penalty * self.hparams.r1_interval + unused + 0.0 * logits.sum())
+        with double_backward_safe(self.D):  # R1 differentiates through D twice (FSDP)
+            logits, kd_pred, cls_pred = self._run_d(real, patch, self.onehot(batch.label), sched)
+            penalty = r1_penalty(logits, real, self.r1_gamma)
+            # "+ 0 * outputs" keeps every D parameter in the graph (DDP without unused-param
+            # search).
+            unused = sum(0.0 * t.sum() for t in (kd_pred, cls_pred) if t is not None)
+            self.manual_backward(penalty * self.hparams.r1_interval + unused + 0.0 * logits.sum())
         self._step(opt_d, self.D)
         self.untoggle_optimizer(opt_d)
         logs["train/r1"] = penalty.detach()
@@ -314,13 +338,11 @@ class GP3DLitModule(LightningModule):
             self._r1_step(batch, sched, logs)
         global_batch = batch.image.shape[0] * self.trainer.world_size
         self._advance(global_batch)
-        ema_update(
-            self.G_ema,
-            self.G,
-            schedules.ema_beta(
-                self._host_nimg, global_batch, self.ema_kimg, self.hparams.ema_rampup
-            ),
+        beta = schedules.ema_beta(
+            self._host_nimg, global_batch, self.ema_kimg, self.hparams.ema_rampup
         )
+        with gathered(self.G):  # FSDP: G_ema is a full replica (see fsdp.py)
+            ema_update(self.G_ema, self.G, beta)
         logs.update(self.grad_guard.logs() if self.grad_guard is not None else {})
         logs = mean_over_ranks(logs)
         self.log("kimg", self.kimg, prog_bar=True, rank_zero_only=True)
@@ -346,6 +368,8 @@ class GP3DLitModule(LightningModule):
         self._host_iteration = int(self.iteration.item())
 
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.channels_last:
+            self.D.to(memory_format=torch.channels_last)  # 4-d weights only; a no-op on others
         if stage == "fit" and self.hparams.compile:
             parts = {"G.synthesis": self.G.synthesis, "G.decoder": self.G.decoder}
             self.compiled = compile_modules(parts, self.hparams.compile_backend)
@@ -357,6 +381,15 @@ class GP3DLitModule(LightningModule):
             torch.manual_seed(
                 seeding.rank_seed(torch.initial_seed(), world, self.trainer.global_rank)
             )
+
+    def configure_model(self) -> None:
+        """Shard G and D with FSDP2 under ``GP3DFSDPStrategy`` (the only strategy here that
+        builds a device mesh); nothing otherwise. Lightning may call this hook again (a later
+        fit / validate): the networks are sharded once."""
+        mesh = self.device_mesh
+        if mesh is None or is_sharded(self.D):
+            return
+        shard_networks(self.G, self.D, mesh["data_parallel"])
 
     def on_train_start(self) -> None:
         # A resumed run has its weights and nimg back (restored before this hook). A single process
@@ -371,12 +404,12 @@ class GP3DLitModule(LightningModule):
             torch.manual_seed(seeding.resume_seed(torch.initial_seed(), nimg))
 
     def configure_optimizers(self):
-        opt_g = self.g_optimizer(params=self.G.parameters())
+        opt_g = self.g_optimizer(params=_param_groups(self.G))
         base = getattr(self.d_optimizer, "keywords", {})
         lr, betas = schedules.lazy_reg_adam(
             base.get("lr", 0.002), tuple(base.get("betas", (0.0, 0.99))), self.hparams.r1_interval
         )
-        opt_d = self.d_optimizer(params=self.D.parameters(), lr=lr, betas=betas)
+        opt_d = self.d_optimizer(params=_param_groups(self.D), lr=lr, betas=betas)
         return [opt_g, opt_d]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -395,3 +428,13 @@ class GP3DLitModule(LightningModule):
         """Render with the EMA generator (eval mode, const noise unless overridden)."""
         kwargs.setdefault("noise_mode", "const")
         return self.G_ema(z, c, **kwargs)
+
+
+def _param_groups(net: nn.Module):
+    """All parameters, or under FSDP the sharded ones and the replicated ones (``fsdp.replicated``)
+    as two groups with the same settings."""
+    if not is_sharded(net):
+        return net.parameters()
+    plain = {id(p) for p in replicated(net.parameters())}
+    groups = [[p for p in net.parameters() if id(p) not in plain], replicated(net.parameters())]
+    return [{"params": g} for g in groups if g]
