@@ -490,3 +490,21 @@ def test_stream_position_counts_whole_passes_and_batches():
     assert stream_position(0, 4, 3) == (0, 0)
     assert stream_position(20, 4, 3) == (1, 2)  # 5 batches: one pass of 3, then 2
     assert stream_position(24, 4, 3) == (2, 0)
+
+
+def test_pin_memory_follows_the_trainer_device_unless_set(synth):
+    """Default: pinned batches only when training on CUDA (no page-locking on CPU runs)."""
+    from types import SimpleNamespace
+
+    dm = GP3DDataModule(str(synth), batch_size=8, epoch_images=8)
+    dm.setup("fit")
+    assert dm.train_dataloader().pin_memory is False  # no trainer attached
+    on = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    dm.trainer = on
+    assert dm.train_dataloader().pin_memory is True
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    assert dm.train_dataloader().pin_memory is False
+    forced = GP3DDataModule(str(synth), batch_size=8, epoch_images=8, pin_memory=False)
+    forced.setup("fit")
+    forced.trainer = on
+    assert forced.train_dataloader().pin_memory is False

@@ -38,7 +38,8 @@ class GP3DDataModule(L.LightningDataModule):
         use_embeddings: also yield the teacher embeddings (``emb.npy``) for distillation.
         resolution: expected image resolution; None accepts the dataset's.
         seed: seed of shard sampling, shuffling and flips.
-        pin_memory: pin batches in page-locked memory (for GPU training).
+        pin_memory: pin batches in page-locked memory; None (default): pin when the trainer
+            trains on CUDA (faster, asynchronous host-to-device copies), not on CPU.
         create_hint: how users of this project create data, shown in errors.
         max_bad_fraction: bad samples (undecodable, missing member, wrong size, label out of
             range, non-finite embedding, corrupt shard) are skipped and counted; training stops
@@ -57,7 +58,7 @@ class GP3DDataModule(L.LightningDataModule):
         use_embeddings: bool = False,
         resolution: int | None = None,
         seed: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         create_hint: str = "make data",
         max_bad_fraction: float = 0.01,
         bad_min_samples: int = 1000,
@@ -173,10 +174,16 @@ class GP3DDataModule(L.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),
             batch_size=None,  # the pipeline batches (and drops partial batches) itself
             num_workers=workers,
-            pin_memory=self.pin_memory,
+            pin_memory=self._pin(),
             persistent_workers=workers > 0,  # keeps per-pass RNG state: new draws every epoch
             prefetch_factor=2 if workers > 0 else None,
         )
+
+    def _pin(self) -> bool:
+        if self.pin_memory is not None:
+            return self.pin_memory
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Count the samples the batch's worker skipped, log the counts when they change, and
