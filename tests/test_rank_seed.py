@@ -10,7 +10,9 @@ from gp3d.training.lit_module import GP3DLitModule
 def _draws_after_setup(rank: int, world: int) -> torch.Tensor:
     torch.manual_seed(0)  # what seed_everything does on every rank
     trainer = SimpleNamespace(world_size=world, global_rank=rank)
-    fake = SimpleNamespace(trainer=trainer, hparams=SimpleNamespace(compile=False))
+    fake = SimpleNamespace(
+        trainer=trainer, hparams=SimpleNamespace(compile=False, channels_last=False)
+    )
     GP3DLitModule.setup(fake, "fit")
     return torch.randn(4)
 
