@@ -30,6 +30,7 @@ from data_prep.depth.convert import (
     default_max_ratio,
     max_ratio_record,
 )
+from data_prep.depth.leres import add_leres_arguments
 from data_prep.depth.model import DepthModel
 from data_prep.depth.output import (
     SKIPPED_NAME,
@@ -140,10 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help=f"far/near range kept (default {DEFAULT_MAX_RATIO:g}; LeReS: inf)",
     )
-    parser.add_argument("--depth-weights", metavar="PATH",
-                        help="--model leres: local res101.pth (default: hub download)")  # fmt: skip
-    parser.add_argument("--input-size", type=int,
-                        help="--model leres: square input side (default 448)")  # fmt: skip
+    add_leres_arguments(parser)
     parser.add_argument("--select", help="only the relative paths listed in this file")
     parser.add_argument("--class-map", help="class mapping file (as write_shards)")
     parser.add_argument("--no-train-subdir", action="store_true", help="ignore SRC/train/")

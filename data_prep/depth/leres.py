@@ -45,6 +45,15 @@ class LeReSWeightsError(RuntimeError):
     """The LeReS weights cannot be found or read (the message names the file and the flag)."""
 
 
+def add_leres_arguments(parser) -> None:
+    """The LeReS options shared by estimate_depth and predict_depth (``--depth-weights``,
+    ``--input-size``)."""
+    parser.add_argument("--depth-weights", metavar="PATH",
+                        help=f"--model leres: local {WEIGHTS_FILE} (default: hub download)")  # fmt: skip
+    parser.add_argument("--input-size", type=int,
+                        help=f"--model leres: square input side (default {INPUT_SIZE}, the release's)")  # fmt: skip
+
+
 def weights_path(weights: str | None) -> Path:
     """The ``res101.pth`` to load: ``weights`` if given, else the hub copy (downloaded once)."""
     if weights:
