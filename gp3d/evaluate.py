@@ -44,6 +44,7 @@ from gp3d.metrics.fid import (
 )
 from gp3d.metrics.precision_recall import precision_recall
 from gp3d.metrics.real_stats import real_stats
+from gp3d.utils.env import pick_device
 
 KID_MAX_REAL = 1_000_000  # the original's kid50k_full
 PR_MAX_REAL = 200_000  # the original's pr50k3_full
@@ -359,10 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = _init_distributed(device)
+    device = _init_distributed(str(pick_device(args.device)))
     try:
         report = evaluate(
             args.checkpoint,

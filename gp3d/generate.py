@@ -33,6 +33,7 @@ from gp3d.inference.mesh import save_mesh
 from gp3d.inference.portable import LoadedGenerator, load_generator
 from gp3d.inference.trajectories import mean_camera
 from gp3d.types import CameraParams, RenderOutput
+from gp3d.utils.env import pick_device
 from gp3d.utils.media import VideoWriter, colorize_depth, make_grid, save_array, tile, to_uint8
 
 log = logging.getLogger("gp3d.generate")
@@ -40,13 +41,6 @@ MODES = ("rgb", "depth", "both")
 
 
 SATURATED_SHARE = 0.9  # warn when this share of depth pixels is past the displayed range
-
-
-def pick_device(name: str) -> torch.device:
-    """``device=auto``: this entry point runs without Lightning, so it picks the device itself."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def resolve_samples(g: LoadedGenerator, seeds, classes) -> list[tuple[int, int | None]]:

@@ -28,6 +28,7 @@ from gp3d.inversion.class_search import search_class
 from gp3d.inversion.inputs import DEPTH_SUFFIX, list_images, load_depth, load_image
 from gp3d.inversion.outputs import publish, write_outputs
 from gp3d.metrics.lpips import build_lpips
+from gp3d.utils.env import pick_device
 
 
 @dataclass
@@ -77,12 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _class_index(g: LoadedGenerator, args, checkpoint: str) -> int | None:
     if g.num_classes == 0:
         if args.class_ is not None or args.class_search is not None:
@@ -128,7 +123,7 @@ def prepare(args) -> tuple[LoadedGenerator, torch.nn.Module, int | None, list[Jo
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 0")
     if args.class_search is not None and args.class_search < 1:
         raise ValueError("--class-search TOPK needs TOPK >= 1")
-    device = _device(args.device)
+    device = pick_device(args.device)
     g = load_generator(args.checkpoint, device=device)
     class_index = _class_index(g, args, args.checkpoint)
     resolution = args.resolution or g.G.img_resolution

@@ -32,15 +32,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
 
     from gp3d.inference.portable import CheckpointError
+    from gp3d.utils.env import pick_device
     from gp3d.viewer.app import PortInUseError, ViewerApp, check_port_free
     from gp3d.viewer.follow import resolve_source
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(pick_device(args.device))
     try:
         if args.resolution < 8:
             raise ValueError(f"--resolution {args.resolution} is too small (use 32 or more)")

@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+import torch
+
 
 def wandb_has_key() -> bool:
     if os.environ.get("WANDB_API_KEY"):
@@ -26,3 +28,11 @@ def configure_tf32(enabled: bool) -> None:
 
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
+
+
+def pick_device(name: str) -> torch.device:
+    """``--device auto`` of the commands that run without Lightning (generate, invert, evaluate,
+    view): CUDA when present, else CPU; any other name is taken as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
