@@ -62,7 +62,7 @@ test-gpu: setup  ## GPU-only tests (needs CUDA)
 
 # The ablation table (README "Ablations"): every ABLATIONS x SEEDS run of EXPERIMENT for KIMG, then
 # benchmark3d on each (reports of unchanged checkpoints are reused) -> $(ABLATION_DIR)/ablation_table.md.
-ABLATIONS ?= none,adaptor_p1,adaptor_p05,no_adaptor,rgb_only,no_class_head,multiview,strong_backbone,camera_generator,kd_trained
+ABLATIONS ?= none,adaptor_p1,adaptor_p05,no_adaptor,rgb_only,no_class_head,multiview,strong_backbone,camera_generator,kd_trained,3dgp
 SEEDS ?= 0,1
 KIMG ?= 10
 ABLATION_DIR ?= outputs/ablations

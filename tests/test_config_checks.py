@@ -14,17 +14,20 @@ EXPERIMENTS = sorted(
 ABLATIONS = sorted(
     p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "ablation").glob("*.yaml")
 )
-# what each ablation must change on top of the CPU recipe: (dotted key, value)
+# what each ablation must change on top of the CPU recipe: [(dotted key, value), ...]
+CAMERA_GENERATOR = [("camera.prior.fov.min", 10.0), ("model.camera_generator.hid_dim", 64)]
+KD_TRAINED = [("model.kd_dim", 512), ("data.use_embeddings", True)]
 ABLATION_EFFECT = {
-    "adaptor_p1": ("model.depth_adaptor.p", 1.0),
-    "adaptor_p05": ("model.depth_adaptor.p", 0.5),
-    "no_adaptor": ("model.depth_adaptor", None),
-    "rgb_only": ("model.discriminator.in_channels", 3),
-    "no_class_head": ("model.module.class_weight", 0.0),
-    "multiview": ("model.module.num_views", 2),
-    "strong_backbone": ("model.synthesis.extra_blocks", 1),
-    "camera_generator": ("camera.prior.fov.min", 10.0),
-    "kd_trained": ("model.kd_dim", 512),
+    "adaptor_p1": [("model.depth_adaptor.p", 1.0)],
+    "adaptor_p05": [("model.depth_adaptor.p", 0.5)],
+    "no_adaptor": [("model.depth_adaptor", None)],
+    "rgb_only": [("model.discriminator.in_channels", 3)],
+    "no_class_head": [("model.module.class_weight", 0.0)],
+    "multiview": [("model.module.num_views", 2)],
+    "strong_backbone": [("model.synthesis.extra_blocks", 1)],
+    "camera_generator": CAMERA_GENERATOR,
+    "kd_trained": KD_TRAINED,
+    "3dgp": CAMERA_GENERATOR + KD_TRAINED,  # both, on top of the recipe's depth adaptor
 }
 
 # (overrides on the smoke experiment, the setting the message must name)
@@ -89,10 +92,10 @@ def test_every_ablation_on_the_cpu_recipe_passes_the_checks(ablation, tmp_path):
     if ablation == "none":
         assert OmegaConf.to_container(cfg.model) == OmegaConf.to_container(base.model)
         return
-    key, value = ABLATION_EFFECT[ablation]
-    assert OmegaConf.select(cfg, key) == value != OmegaConf.select(base, key)
-    if ablation == "camera_generator":
-        assert cfg.model.camera_generator is not None and base.model.camera_generator is None
+    for key, value in ABLATION_EFFECT[ablation]:
+        assert OmegaConf.select(cfg, key) == value != OmegaConf.select(base, key), key
+    if ablation == "3dgp":  # the depth adaptor stays the recipe's
+        assert cfg.model.depth_adaptor == base.model.depth_adaptor
 
 
 def test_all_problems_are_reported_at_once(tmp_path):
