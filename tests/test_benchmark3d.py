@@ -74,7 +74,15 @@ def test_benchmark3d_end_to_end(tmp_path, capsys):
     assert r["abs_rel"] >= 0 and r["novel_ssim"] <= 1 and r["novel_lpips"] >= 0
     assert 0 < r["input_psnr"] <= 100 and r["input_lpips"] >= 0  # the input view itself
     assert r["abs_rel_flat"] > 0 and u["nfs_true"] > 1  # references: a billboard, the data
-    for label in ("KID", "depth W1 vs true", "recon AbsRel", "novel view PSNR"):
+    assert r["shape_err_flat"] == pytest.approx(1.0) and r["depth_corr_flat"] == 0.0
+    assert 0 <= r["shape_err"] <= 1 and -1 <= r["depth_corr"] <= 1
+    for label in (
+        "KID",
+        "depth W1 vs true",
+        "recon AbsRel",
+        "recon shape error",
+        "novel view PSNR",
+    ):
         assert label in printed
     panel = np.asarray(Image.open(out / "benchmark3d.png"))
     assert panel.shape[0] > 6 * 128 and panel.shape[1] > 2 * 120 and panel.std() > 0

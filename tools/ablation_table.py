@@ -31,6 +31,7 @@ COLUMNS = [
     ("unconditional", "depth_w1", "depth W1", "lower"),
     ("classes", "class_accuracy", "class acc.", "higher"),
     ("reconstruction", "abs_rel", "PTI AbsRel", "lower"),
+    ("reconstruction", "shape_err", "PTI shape err.", "lower"),
     ("reconstruction", "novel_psnr", "novel PSNR", "higher"),
 ]
 

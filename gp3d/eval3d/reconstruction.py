@@ -5,7 +5,8 @@ benchmark measures geometry, not pose estimation) from the image alone (no depth
 
 - compare the reconstruction's depth in that view with the true depth (AbsRel and si-log RMSE
   after median scaling, on the true foreground; ``gp3d.metrics.geometry``), next to the same
-  scores of a flat depth map (``*_flat``: what a billboard would get on these objects), and
+  scores of a flat depth map (``*_flat``: what a billboard would get on these objects), plus the
+  relief-normalised shape error and the depth correlation, which a flat map fails outright, and
 - render it from the sample's first novel true camera and compare with the dataset's render of
   the same scene from that camera (PSNR, SSIM, LPIPS).
 """
@@ -66,6 +67,10 @@ def sample_scores(
         "si_log_rmse": float(geo.si_log_rmse(pred, true_depth, mask)[0]),
         "abs_rel_flat": float(geo.abs_rel(flat, true_depth, mask)[0]),
         "si_log_rmse_flat": float(geo.si_log_rmse(flat, true_depth, mask)[0]),
+        "shape_err": float(geo.depth_shape_error(pred, true_depth, mask)[0]),
+        "shape_err_flat": float(geo.depth_shape_error(flat, true_depth, mask)[0]),
+        "depth_corr": float(geo.depth_correlation(pred, true_depth, mask)[0]),
+        "depth_corr_flat": float(geo.depth_correlation(flat, true_depth, mask)[0]),
         "novel_psnr": float(geo.psnr(out_novel, novel_true)[0]),
         "novel_ssim": float(geo.ssim(out_novel, novel_true)[0]),
         "novel_lpips": float(geo.lpips_distance(lpips, out_novel, novel_true)[0]),

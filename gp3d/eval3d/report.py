@@ -52,6 +52,8 @@ ROWS = [
     ("reconstruction", "input_lpips", "input view LPIPS", "lower"),
     ("reconstruction", "abs_rel", "recon AbsRel (median-scaled)", "lower"),
     ("reconstruction", "si_log_rmse", "recon si-log RMSE", "lower"),
+    ("reconstruction", "shape_err", "recon shape error (flat = 1)", "lower"),
+    ("reconstruction", "depth_corr", "recon depth correlation", "higher"),
     ("reconstruction", "novel_psnr", "novel view PSNR (dB)", "higher"),
     ("reconstruction", "novel_ssim", "novel view SSIM", "higher"),
     ("reconstruction", "novel_lpips", "novel view LPIPS", "lower"),
