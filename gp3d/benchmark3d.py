@@ -16,10 +16,12 @@ against ground truth rather than only by image statistics. Steps (``gp3d/eval3d/
 
 Writes ``benchmark3d.json`` and ``benchmark3d.png`` (rows: input, reconstruction, novel view,
 true novel view, rendered depth, true depth) into ``--out`` and prints a table. PTI is slow on
-CPU: ``--num-invert``, ``--w-steps``, ``--g-steps``, or ``--no-invert``.
+CPU: ``--num-invert``, ``--w-steps``, ``--g-steps``, or ``--no-invert``; ``--only-reconstruction``
+redoes step 4 alone into an existing report of the same checkpoint.
 """
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -76,6 +78,26 @@ def _class_scores(args, loaded, truth, report: dict) -> None:
     )
 
 
+def _previous_report(out: Path, checkpoint: str, kimg) -> dict:
+    """The report in ``out`` that ``--only-reconstruction`` updates: it must exist and be of the
+    same checkpoint at the same kimg (else its other sections would describe another model)."""
+    path = out / "benchmark3d.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--only-reconstruction updates {path}, which does not exist: run the full benchmark "
+            "into this --out first"
+        )
+    report = json.loads(path.read_text())
+    same = Path(report.get("checkpoint", "")).resolve() == Path(checkpoint).resolve()
+    if not same or report.get("kimg") != kimg:
+        raise ValueError(
+            f"{path} is of {report.get('checkpoint')} at kimg {report.get('kimg')}, not of "
+            f"{checkpoint} at kimg {kimg}: rerun the full benchmark (without "
+            "--only-reconstruction)"
+        )
+    return report
+
+
 def benchmark3d(args: argparse.Namespace) -> dict:
     """Run the benchmark described by the parsed ``args``; returns the report (also written)."""
     from gp3d.eval3d.panel import save_panel
@@ -83,10 +105,44 @@ def benchmark3d(args: argparse.Namespace) -> dict:
 
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
+    if args.only_reconstruction and args.num_invert <= 0:
+        raise ValueError("--only-reconstruction needs --num-invert > 0")
     loaded = load_generator(args.checkpoint, device=args.device)
     G = loaded.G
     split = _heldout(args, loaded)
     truth = load_ground_truth(split)
+    if args.only_reconstruction:
+        report = _previous_report(Path(args.out), args.checkpoint, loaded.meta.get("kimg"))
+    else:
+        report = _sample_scores(args, loaded, split, truth)
+    if args.num_invert > 0:
+        t1 = time.perf_counter()
+        lpips, lpips_note = load_lpips(args.lpips_weights, args.device)
+        if lpips_note and lpips_note not in report["notes"]:
+            report["notes"].append(lpips_note)
+        n = min(args.num_invert, truth.num_samples)
+        bar = _bar(n, "PTI", args.progress)
+        recon = reconstruct(
+            G, truth, list(range(n)), lpips, args.w_steps, args.g_steps, args.seed,
+            progress=lambda: bar.update(1),
+        )  # fmt: skip
+        bar.close()
+        report["reconstruction"] = {
+            "num_images": n, "w_steps": args.w_steps, "g_steps": args.g_steps,
+            "camera": "true (fixed)", "lpips_net": lpips.net, **recon.summary(),
+            "per_image": recon.scores,
+        }  # fmt: skip
+        report["seconds_per_inversion"] = (time.perf_counter() - t1) / n
+        report["panel"] = str(save_panel(recon, truth, Path(args.out) / "benchmark3d.png"))
+    report["seconds"] = time.perf_counter() - t0  # this invocation
+    report["report"] = str(write_report(report, Path(args.out) / "benchmark3d.json"))
+    return report
+
+
+def _sample_scores(args, loaded, split: Path, truth) -> dict:
+    """The report's header, unconditional scores of generated samples, and class accuracy."""
+    t0 = time.perf_counter()
+    G = loaded.G
     net, net_note = pick_feature_network(args.feature_net, args.device)
     report = {
         "checkpoint": str(args.checkpoint),
@@ -108,26 +164,6 @@ def benchmark3d(args: argparse.Namespace) -> dict:
     bar.close()
     report["seconds_unconditional"] = time.perf_counter() - t0
     _class_scores(args, loaded, truth, report)
-    if args.num_invert > 0:
-        t1 = time.perf_counter()
-        lpips, lpips_note = load_lpips(args.lpips_weights, args.device)
-        report["notes"] += [lpips_note] if lpips_note else []
-        n = min(args.num_invert, truth.num_samples)
-        bar = _bar(n, "PTI", args.progress)
-        recon = reconstruct(
-            G, truth, list(range(n)), lpips, args.w_steps, args.g_steps, args.seed,
-            progress=lambda: bar.update(1),
-        )  # fmt: skip
-        bar.close()
-        report["reconstruction"] = {
-            "num_images": n, "w_steps": args.w_steps, "g_steps": args.g_steps,
-            "camera": "true (fixed)", "lpips_net": lpips.net, **recon.summary(),
-            "per_image": recon.scores,
-        }  # fmt: skip
-        report["seconds_per_inversion"] = (time.perf_counter() - t1) / n
-        report["panel"] = str(save_panel(recon, truth, Path(args.out) / "benchmark3d.png"))
-    report["seconds"] = time.perf_counter() - t0
-    report["report"] = str(write_report(report, Path(args.out) / "benchmark3d.json"))
     return report
 
 
@@ -153,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-invert", dest="num_invert", action="store_const", const=0)
     ap.add_argument("--w-steps", type=int, default=100, help="PTI stage-1 steps (paper: 450)")
     ap.add_argument("--g-steps", type=int, default=50, help="PTI stage-2 steps (paper: 350)")
+    ap.add_argument("--only-reconstruction", action="store_true", help="redo only the PTI "
+                    "reconstruction and update it in --out's report of the same checkpoint "
+                    "(e.g. other PTI steps or scores); the sample and class scores are kept")  # fmt: skip
     ap.add_argument("--feature-net", default="auto", help="auto (offline Inception if present, "
                     "else fid-helper, else random:64) or any gp3d.evaluate --feature-net")  # fmt: skip
     ap.add_argument("--lpips-weights", default=None, help="local AlexNet weights for LPIPS")

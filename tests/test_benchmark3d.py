@@ -88,4 +88,25 @@ def test_benchmark3d_end_to_end(tmp_path, capsys):
     assert panel.shape[0] > 6 * 128 and panel.shape[1] > 2 * 120 and panel.std() > 0
     # reusing the split, without inversion: no reconstruction section
     assert main([*common, "--no-invert"]) == 0
-    assert "reconstruction" not in json.loads((out / "benchmark3d.json").read_text())
+    before = json.loads((out / "benchmark3d.json").read_text())
+    assert "reconstruction" not in before
+    # --only-reconstruction: step 4 redone into the existing report, the sample scores kept
+    args = [*common, "--num-invert", "2", "--w-steps", "1", "--g-steps", "1"]
+    assert main([*args, "--only-reconstruction"]) == 0
+    updated = json.loads((out / "benchmark3d.json").read_text())
+    assert updated["unconditional"] == before["unconditional"]
+    assert (
+        updated["reconstruction"]["num_images"] == 2 and updated["reconstruction"]["w_steps"] == 1
+    )
+    assert updated.get("classes") == before.get("classes") and set(before["notes"]) <= set(
+        updated["notes"]
+    )
+    assert 0 <= updated["reconstruction"]["shape_err"] <= 1
+    capsys.readouterr()
+    # ... and refused where it would mix two models' scores, or has nothing to update
+    other = save_tiny_generator(tmp_path, tmp_path / "other.pt", c_dim=len(CLASS_NAMES))
+    assert main([str(other), *args[1:], "--only-reconstruction"]) == 2
+    assert "rerun the full benchmark" in capsys.readouterr().err
+    args[2] = str(tmp_path / "empty")
+    assert main([*args, "--only-reconstruction"]) == 2
+    assert "does not exist" in capsys.readouterr().err
