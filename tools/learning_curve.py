@@ -1,6 +1,6 @@
 """benchmark3d scores vs kimg for one training run: a JSON table and a PNG plot.
 
-    python tools/learning_curve.py outputs/train/<run> [--out docs/learning_curve.png] \
+    python tools/learning_curve.py outputs/train/<run> [--out docs/learning_curve.png] [--reuse] \
         [-- <extra gp3d.benchmark3d options, e.g. --num-invert 2 --w-steps 60 --g-steps 30>]
 
 Runs ``gp3d.benchmark3d`` on a random-initialised generator of the run's own configuration (kimg 0,
@@ -55,6 +55,13 @@ def lookup(report: dict, path: tuple[str, ...]) -> float | None:
     return float(node) if isinstance(node, int | float) else None
 
 
+def _existing(out: Path, point: Path) -> dict | None:
+    """``out``'s report when it is of ``point`` (``--reuse``)."""
+    path = out / "benchmark3d.json"
+    report = json.loads(path.read_text()) if path.is_file() else None
+    return report if report and report.get("checkpoint") == str(point) else None
+
+
 def plot(rows: list[dict], out: Path, title: str) -> None:
     import matplotlib
 
@@ -82,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run", type=Path, help="run folder (with checkpoints/kimg*.ckpt)")
     ap.add_argument("--out", type=Path, default=None, help="PNG (default <run>/learning_curve.png)")
     ap.add_argument("--seed", type=int, default=0, help="initialisation seed of the kimg-0 point")
+    ap.add_argument("--reuse", action="store_true", help="read a point's existing report of the "
+                    "same checkpoint instead of rerunning benchmark3d (e.g. after "
+                    "--only-reconstruction updates)")  # fmt: skip
     args = ap.parse_args(argv)
     ckpts = sorted((args.run / "checkpoints").glob("kimg*.ckpt"))
     if not ckpts:
@@ -93,9 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for point in points:
         out = work / point.stem
-        if benchmark3d.main([str(point), "--out", str(out), "--no-progress", *extra]) != 0:
-            return 2
-        report = json.loads((out / "benchmark3d.json").read_text())
+        report = _existing(out, point) if args.reuse else None
+        if report is None:
+            if benchmark3d.main([str(point), "--out", str(out), "--no-progress", *extra]) != 0:
+                return 2
+            report = json.loads((out / "benchmark3d.json").read_text())
         rows.append({"checkpoint": str(point), **report, "kimg": float(report.get("kimg") or 0)})
     (work / "learning_curve.json").write_text(json.dumps(rows, indent=2, default=str))
     png = args.out or args.run / "learning_curve.png"
