@@ -22,13 +22,13 @@ def _tool(monkeypatch):
     spec.loader.exec_module(mod)
     calls = []
 
-    def fake_benchmark(argv):  # shape error falls with kimg, as a learning run's should
+    def fake_benchmark(argv):  # depth correlation rises with kimg
         point, out = Path(argv[0]), Path(argv[argv.index("--out") + 1])
         calls.append(point.name)
         kimg = float(torch.load(point, map_location="cpu", weights_only=False)["meta"]["kimg"])
         out.mkdir(parents=True, exist_ok=True)
         report = {"checkpoint": str(point), "kimg": kimg, "unconditional": {"fid": 2.0 - kimg},
-                  "reconstruction": {"shape_err": 1.0 - kimg / 10}}  # fmt: skip
+                  "reconstruction": {"depth_corr": kimg / 10}}  # fmt: skip
         (out / "benchmark3d.json").write_text(json.dumps(report))
         return 0
 
@@ -53,7 +53,7 @@ def test_learning_curve_scores_init_and_every_checkpoint_and_reuses(tmp_path, mo
     trained = torch.load(g, map_location="cpu", weights_only=False)
     assert init["config"] == trained["config"]  # same architecture, fresh weights
     assert (run / "learning_curve.png").stat().st_size > 0
-    assert "PTI depth shape error=0.9" in capsys.readouterr().out
+    assert "PTI depth correlation=0.1" in capsys.readouterr().out
     calls.clear()
     assert mod.main([str(run), "--reuse"]) == 0
     assert calls == []  # every point's report is of its own checkpoint

@@ -31,7 +31,7 @@ COLUMNS = [
     ("unconditional", "depth_w1", "depth W1", "lower"),
     ("classes", "class_accuracy", "class acc.", "higher"),
     ("reconstruction", "abs_rel", "PTI AbsRel", "lower"),
-    ("reconstruction", "shape_err", "PTI shape err.", "lower"),
+    ("reconstruction", "depth_corr", "PTI depth r", "higher"),
     ("reconstruction", "novel_psnr", "novel PSNR", "higher"),
 ]
 

@@ -29,7 +29,7 @@ SCORES = [
     (("unconditional", "nfs"), "NFS"),
     (("classes", "class_accuracy"), "class accuracy (GAN-test)"),
     (("reconstruction", "abs_rel"), "PTI depth AbsRel"),
-    (("reconstruction", "shape_err"), "PTI depth shape error"),
+    (("reconstruction", "depth_corr"), "PTI depth correlation"),
     (("reconstruction", "novel_psnr"), "PTI novel-view PSNR"),
 ]
 
