@@ -156,29 +156,30 @@ def test_si_log_rmse_by_hand_and_positivity_on_the_mask():
     t = 0.8 + 0.4 * torch.rand(1, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     assert geo.si_log_rmse(t * 4, t, torch.ones_like(t, dtype=torch.bool)).item() == 0.0
     for bad_pred, bad_true in ((_row(0.0, 1.0, 1.0), true), (true, _row(1.0, 0.0, 1.0))):
-        with pytest.raises(ValueError, match="positive depths on the mask"):
+        with pytest.raises(ValueError, match="^si-log RMSE needs positive depths on the mask$"):
             geo.si_log_rmse(bad_pred, bad_true, mask)
 
 
 def test_ssim_and_psnr_of_constant_images_by_hand():
     # SSIM of constant images a, b: the luminance term (2ab + C1) / (a^2 + b^2 + C1) with
-    # C1 = (0.01 L)^2, L = 2 (images in [-1, 1]); pred values past 1 are clamped first
+    # C1 = (0.01 L)^2, L = 2 (images in [-1, 1])
     a, b = 0.5, -0.5
     img_a, img_b = torch.full((2, 3, 16, 16), a), torch.full((2, 3, 16, 16), b)
     c1 = (0.01 * 2) ** 2
     want = (2 * a * b + c1) / (a * a + b * b + c1)
     torch.testing.assert_close(geo.ssim(img_a, img_b), torch.full((2,), want))
-    one = (2 * b + c1) / (1 + b * b + c1)
-    torch.testing.assert_close(geo.ssim(img_a * 4, img_b), torch.full((2,), one))
-    torch.testing.assert_close(geo.ssim(img_b, img_a * 4), torch.full((2,), one))
-    # PSNR = 10 log10(L^2 / mse): both sides clamped to [-1, 1] first, one value per image
-    mse = (1 - b) ** 2
-    torch.testing.assert_close(
-        geo.psnr(img_a * 4, img_b), torch.full((2,), 10 * math.log10(4 / mse))
-    )
-    torch.testing.assert_close(
-        geo.psnr(img_b, img_a * 4), torch.full((2,), 10 * math.log10(4 / mse))
-    )
+    # values past either end are clamped first: 2 -> 1 against -0.5, and -2 -> -1 against 0.5
+    # both give 2ab = -1, a^2 + b^2 = 1.25, mse = 1.5^2
+    one = (-1 + c1) / (1.25 + c1)
+    psnr_one = 10 * math.log10(4 / 1.5**2)  # PSNR = 10 log10(L^2 / mse), one value per image
+    for pred, target in (
+        (img_a * 4, img_b),
+        (img_b, img_a * 4),
+        (-4 * img_a, img_a),
+        (img_a, -4 * img_a),
+    ):
+        torch.testing.assert_close(geo.ssim(pred, target), torch.full((2,), one))
+        torch.testing.assert_close(geo.psnr(pred, target), torch.full((2,), psnr_one))
     two = torch.cat([img_a[:1], img_b[:1]])
     torch.testing.assert_close(
         geo.psnr(two, img_a), torch.tensor([geo.PSNR_CAP, 10 * math.log10(4)])
@@ -205,7 +206,7 @@ def test_wasserstein1_small_cases_and_subsampling():
     x = torch.tensor([0.0, 1.0, 2.0, 3.0])
     assert geo.wasserstein1(x, torch.full((3,), 1.5), num_quantiles=2) == pytest.approx(0.75)
     for a, b in ((torch.zeros(0), x), (x, torch.zeros(0))):
-        with pytest.raises(ValueError, match="two non-empty samples"):
+        with pytest.raises(ValueError, match="^Wasserstein-1 needs two non-empty samples$"):
             geo.wasserstein1(a, b)
     # over the limit: an evenly strided subset, ceil(n / max) apart, from the first value
     assert geo._subsample(torch.arange(10.0), max_items=4).tolist() == [0.0, 3.0, 6.0, 9.0]
@@ -228,3 +229,5 @@ def test_depth_statistics_by_hand():
     assert scores["foreground_fraction"] == 0.5 and scores["foreground_fraction_true"] == 3 / 8
     assert scores["depth_w1"] > 0
     assert set(scores) == {"depth_w1"} | {k + s for k in stats for s in ("", "_true")}
+    # no image with two foreground pixels: relief 0 (no shape to measure), not nan
+    assert geo.depth_statistics(depth.clamp(min=0.995), 0.0, 1.0)["relief"] == 0.0

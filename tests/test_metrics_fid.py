@@ -227,6 +227,10 @@ def test_inception_score_splits_in_order_with_population_std():
     assert inception_score(logits, num_splits=20) == pytest.approx((1.0, 0.0))
     with pytest.raises(ValueError, match="19 samples cannot be split 20 ways"):
         inception_score(logits[:19], num_splits=20)
+    # a class that no sample predicts (p ~ e^-120 everywhere: common with 1000 ImageNet classes
+    # and few samples) adds nothing: each sample is sure of one of two classes -> IS 2
+    unseen = torch.tensor([[60.0, 0.0, -60.0], [0.0, 60.0, -60.0]]).repeat(5, 1)
+    assert inception_score(unseen, num_splits=1) == pytest.approx((2.0, 0.0))
 
 
 def test_precision_recall_boundary_batches_and_checks():

@@ -136,3 +136,13 @@ def test_unseeded_draws_are_one_uniform_per_sample_in_the_pdf_dtype():
     torch.manual_seed(7)
     torch.testing.assert_close(s, stratified_samples((2, 3), 5, u=torch.rand(2, 3, 5)))
     assert not torch.equal(s[0, 0], s[1, 2])
+
+
+def test_sample_pdf_at_u_one_never_leaves_the_last_bin():
+    # float32 round-off leaves the cdf's last value a few ulp above or below 1 (here 12 of 64
+    # rays below, 3 above); u = 1 must still map inside [first edge, last edge] on every ray
+    g = torch.Generator().manual_seed(0)
+    weights = torch.rand(64, 7, generator=g)
+    bins = torch.linspace(0, 1, 8).expand(64, 8)
+    s = sample_pdf(bins, weights, 1, u=torch.ones(64, 1))
+    assert (s <= 1.0).all() and (s > 1 - 1 / 7).all()
