@@ -197,6 +197,9 @@ def test_spherical_points_of_any_shape_and_pose_matrix_shape():
     assert pts.shape == (2, 3, 3)
     want = torch.tensor([[[0, 0, 2], [-2, 0, 0], [0, 0, -2]], [[0, 2, 0], [0, 0, 2], [-2, 0, 0]]])
     torch.testing.assert_close(pts, want.float(), atol=1e-6, rtol=0)
+    # a batch of exactly 3 cameras (torch.cross without dim= would take the batch axis)
+    rot = cam2world(random_cams(3, seed=1))[:, :3, :3]
+    torch.testing.assert_close(rot.transpose(1, 2) @ rot, torch.eye(3).expand(3, 3, 3))
     # cam2world is [B, 4, 4] with the homogeneous row (0, 0, 0, 1)
     m = cam2world(random_cams(5))
     assert m.shape == (5, 4, 4)

@@ -68,3 +68,15 @@ def test_mean_score_uses_64_bins_and_averages_images():
     assert mean_non_flatness_score(depth, NEAR, FAR) == pytest.approx(32.5, abs=1e-3)
     assert depth_histograms(depth, NEAR, FAR).shape == (2, 64)
     assert depth_histograms(depth, NEAR, FAR)[0].tolist() == [4.0] * 64
+    noise = NEAR + (FAR - NEAR) * torch.rand(
+        2, 1, 32, 32, generator=torch.Generator().manual_seed(1)
+    )
+    assert mean_non_flatness_score(noise, NEAR, FAR) == pytest.approx(
+        non_flatness_score(noise, NEAR, FAR, 64).mean().item()
+    )
+    torch.testing.assert_close(
+        non_flatness_score(noise, NEAR, FAR), non_flatness_score(noise, NEAR, FAR, 64)
+    )
+    assert not torch.allclose(
+        non_flatness_score(noise, NEAR, FAR, 63), non_flatness_score(noise, NEAR, FAR, 64)
+    )
