@@ -12,6 +12,7 @@ from gp3d.models.camera import (
     look_at_point,
     pixel_grid,
     project_points,
+    spherical_to_cartesian,
 )
 from gp3d.types import CameraParams, PatchParams
 
@@ -166,3 +167,40 @@ def test_rays_and_projection_by_hand():
     proj = project_points(cam, pts)
     torch.testing.assert_close(proj[0, 0], torch.tensor([0.0, 0.5]))
     torch.testing.assert_close(proj[0, 1], torch.tensor([0.25, 0.0]))  # +z is to the right
+
+
+def test_float64_cameras_keep_float64_precision():
+    # Double-precision cameras (gradchecks, geometry export) get a float64 pose and float64 rays
+    # (the pose exact; the pixel grid is built in float32, so rays agree to float32 rounding).
+    cam = canonical(fov=90.0).to(torch.float64)
+    cam.yaw = torch.tensor([math.pi / 2], dtype=torch.float64)  # on -x: right +z, forward +x
+    cam.pitch = torch.tensor([math.pi / 2], dtype=torch.float64)  # not float32's pi / 2
+    m = cam2world(cam)
+    assert m.dtype == torch.float64
+    want = torch.tensor([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(m[0, :3, :3], want, atol=1e-12, rtol=0)
+    origins, dirs = generate_rays(cam, 7)
+    assert dirs.dtype == origins.dtype == torch.float64
+    # pixel (row 0, column 1) of 7: x = -2/3, y = 1, image plane z = -1 (fov 90); in the world
+    # the camera's (x, y, z) is (-z, y, x)
+    local = torch.tensor([-2 / 3, 1.0, -1.0], dtype=torch.float64)
+    local = local / local.norm()
+    world = torch.stack([-local[2], local[1], local[0]])
+    torch.testing.assert_close(dirs[0, 1], world, atol=1e-7, rtol=0)
+
+
+def test_spherical_points_of_any_shape_and_pose_matrix_shape():
+    # spec 3.2 for inputs [..., ]: the xyz axis is always last ([2, 3] angles -> [2, 3, 3])
+    yaw = torch.tensor([[0.0, math.pi / 2, math.pi], [0.0, 0.0, math.pi / 2]])
+    pitch = torch.tensor([[math.pi / 2] * 3, [0.0, math.pi / 2, math.pi / 2]])
+    pts = spherical_to_cartesian(yaw, pitch, torch.full((2, 3), 2.0))
+    assert pts.shape == (2, 3, 3)
+    want = torch.tensor([[[0, 0, 2], [-2, 0, 0], [0, 0, -2]], [[0, 2, 0], [0, 0, 2], [-2, 0, 0]]])
+    torch.testing.assert_close(pts, want.float(), atol=1e-6, rtol=0)
+    # a batch of exactly 3 cameras (torch.cross without dim= would take the batch axis)
+    rot = cam2world(random_cams(3, seed=1))[:, :3, :3]
+    torch.testing.assert_close(rot.transpose(1, 2) @ rot, torch.eye(3).expand(3, 3, 3))
+    # cam2world is [B, 4, 4] with the homogeneous row (0, 0, 0, 1)
+    m = cam2world(random_cams(5))
+    assert m.shape == (5, 4, 4)
+    torch.testing.assert_close(m[:, 3], torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(5, 4))

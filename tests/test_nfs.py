@@ -57,3 +57,26 @@ def test_depth_histograms_count_pixels_per_bin():
     expected = math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
     assert abs(non_flatness_score(depth, 0.75, 1.25, num_bins=2).item() - expected) < 1e-5
     assert torch.equal(p.sum(), torch.tensor(1.0))
+
+
+def test_mean_score_uses_64_bins_and_averages_images():
+    # spec 8.2: 64 bins over [near, far]; one image spread evenly over all 64 (NFS 64) and one
+    # flat (NFS 1) average to 32.5
+    centres = NEAR + (torch.arange(64) + 0.5) * (FAR - NEAR) / 64
+    even = centres.repeat(4).reshape(1, 1, 16, 16)
+    depth = torch.cat([even, torch.full_like(even, 1.0)])
+    assert mean_non_flatness_score(depth, NEAR, FAR) == pytest.approx(32.5, abs=1e-3)
+    assert depth_histograms(depth, NEAR, FAR).shape == (2, 64)
+    assert depth_histograms(depth, NEAR, FAR)[0].tolist() == [4.0] * 64
+    noise = NEAR + (FAR - NEAR) * torch.rand(
+        2, 1, 32, 32, generator=torch.Generator().manual_seed(1)
+    )
+    assert mean_non_flatness_score(noise, NEAR, FAR) == pytest.approx(
+        non_flatness_score(noise, NEAR, FAR, 64).mean().item()
+    )
+    torch.testing.assert_close(
+        non_flatness_score(noise, NEAR, FAR), non_flatness_score(noise, NEAR, FAR, 64)
+    )
+    assert not torch.allclose(
+        non_flatness_score(noise, NEAR, FAR, 63), non_flatness_score(noise, NEAR, FAR, 64)
+    )

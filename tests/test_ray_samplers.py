@@ -102,3 +102,47 @@ def test_sample_pdf_flat_bin_rule_and_zero_uniform():
     # u just below 1 stays inside the last bin
     s1 = sample_pdf(bins, weights, 1, u=torch.full_like(u, 1 - 1e-9), eps=eps)
     assert 2.99 < s1.item() <= 3.0
+
+
+def test_sample_pdf_normalises_each_ray_over_any_leading_dims():
+    # [2, 3] rays of 5 bins: the same as the flattened [6] rays, and each ray's pdf is its own
+    # (scaling one ray's weights, with eps = 0, moves none of the samples)
+    g = torch.Generator().manual_seed(1)
+    bins = torch.sort(torch.rand(2, 3, 6, generator=g, dtype=torch.float64), dim=-1).values
+    weights = torch.rand(2, 3, 5, generator=g, dtype=torch.float64)
+    u = torch.rand(2, 3, 4, generator=g, dtype=torch.float64)
+    got = sample_pdf(bins, weights, 4, u=u, eps=0.0)
+    flat = sample_pdf(bins.reshape(6, 6), weights.reshape(6, 5), 4, u=u.reshape(6, 4), eps=0.0)
+    torch.testing.assert_close(got, flat.reshape(2, 3, 4))
+    scaled = weights * torch.tensor([1.0, 10.0, 1000.0], dtype=torch.float64)[:, None]
+    torch.testing.assert_close(sample_pdf(bins, scaled, 4, u=u, eps=0.0), got)
+    assert ((got >= bins[..., :1]) & (got <= bins[..., -1:])).all()
+
+
+def test_unseeded_draws_are_one_uniform_per_sample_in_the_pdf_dtype():
+    # Without u, sample_pdf and stratified_samples take torch.rand of the output's shape (and,
+    # for sample_pdf, the weights' dtype) from the global RNG: a seeded run replays exactly and
+    # every ray gets its own jitter.
+    bins = torch.linspace(0, 1, 6, dtype=torch.float64).expand(2, 3, 6)
+    weights = torch.ones(2, 3, 5, dtype=torch.float64)
+    torch.manual_seed(7)
+    drawn = sample_pdf(bins, weights, 4)
+    torch.manual_seed(7)
+    u = torch.rand(2, 3, 4, dtype=torch.float64)
+    torch.testing.assert_close(drawn, sample_pdf(bins, weights, 4, u=u), rtol=0, atol=0)
+    assert not torch.equal(drawn[0, 0], drawn[1, 2])
+    torch.manual_seed(7)
+    s = stratified_samples((2, 3), 5)
+    torch.manual_seed(7)
+    torch.testing.assert_close(s, stratified_samples((2, 3), 5, u=torch.rand(2, 3, 5)))
+    assert not torch.equal(s[0, 0], s[1, 2])
+
+
+def test_sample_pdf_at_u_one_never_leaves_the_last_bin():
+    # float32 round-off leaves the cdf's last value a few ulp above or below 1 (here 12 of 64
+    # rays below, 3 above); u = 1 must still map inside [first edge, last edge] on every ray
+    g = torch.Generator().manual_seed(0)
+    weights = torch.rand(64, 7, generator=g)
+    bins = torch.linspace(0, 1, 8).expand(64, 8)
+    s = sample_pdf(bins, weights, 1, u=torch.ones(64, 1))
+    assert (s <= 1.0).all() and (s > 1 - 1 / 7).all()
