@@ -2,23 +2,18 @@
 for the same checkpoint and options. benchmark3d itself is replaced by a recorder here (its maths
 has its own tests in test_benchmark3d.py)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.tool_loader import load_tool
 
 
 @pytest.fixture
 def table(monkeypatch):
-    spec = importlib.util.spec_from_file_location(
-        "ablation_table", ROOT / "tools/ablation_table.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_tool("ablation_table")
     calls = []
 
     def fake_benchmark(argv):  # FID = the checkpoint's first byte, so seeds differ

@@ -2,7 +2,6 @@
 checkpoint is scored, and ``--reuse`` reads a point's report of the same checkpoint instead of
 rerunning benchmark3d (which is replaced by a recorder here; its maths is tested elsewhere)."""
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -10,16 +9,11 @@ from pathlib import Path
 import torch
 
 from tests.tiny_generator import save_tiny_generator
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.tool_loader import load_tool
 
 
 def _tool(monkeypatch):
-    spec = importlib.util.spec_from_file_location(
-        "learning_curve", ROOT / "tools/learning_curve.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_tool("learning_curve")
     calls = []
 
     def fake_benchmark(argv):  # depth correlation rises with kimg
