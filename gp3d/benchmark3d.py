@@ -114,7 +114,7 @@ def benchmark3d(args: argparse.Namespace) -> dict:
     if args.only_reconstruction:
         report = _previous_report(Path(args.out), args.checkpoint, loaded.meta.get("kimg"))
     else:
-        report = _sample_scores(args, loaded, split, truth)
+        report = _generated_sample_scores(args, loaded, split, truth)
     if args.num_invert > 0:
         t1 = time.perf_counter()
         lpips, lpips_note = load_lpips(args.lpips_weights, args.device)
@@ -139,7 +139,7 @@ def benchmark3d(args: argparse.Namespace) -> dict:
     return report
 
 
-def _sample_scores(args, loaded, split: Path, truth) -> dict:
+def _generated_sample_scores(args, loaded, split: Path, truth) -> dict:
     """The report's header, unconditional scores of generated samples, and class accuracy."""
     t0 = time.perf_counter()
     G = loaded.G
