@@ -6,7 +6,6 @@ gathered G equals the single-process EMA; weights start as rank 0's."""
 
 import copy
 import os
-import socket
 
 import pytest
 import torch
@@ -28,6 +27,7 @@ from gp3d.training.fsdp import (
     shard_networks,
 )
 from gp3d.training.losses import r1_penalty
+from tests.net import free_port
 
 
 class _G(nn.Module):
@@ -123,19 +123,13 @@ def _worker(rank: int, world: int, port: int, z, real, out: dict) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_ranks():
     torch.manual_seed(0)
     z, real = torch.randn(8, 4), torch.randn(8, 3, 4, 4)
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_worker, args=(2, _free_port(), z, real, out), nprocs=2, join=True)
+        mp.spawn(_worker, args=(2, free_port(), z, real, out), nprocs=2, join=True)
         return dict(out), _phases(*_nets(seed=100), z, real, sharded=False)
 
 

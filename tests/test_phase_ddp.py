@@ -3,7 +3,6 @@ single-process gradient of the whole batch; only the stepped network is synchron
 scalars are averaged; the module is broadcast from rank 0."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from gp3d.training.ddp import all_reduce_grads, broadcast_module, mean_over_ranks
+from tests.net import free_port
 
 
 def _nets(seed: int) -> tuple[nn.Module, nn.Module]:
@@ -46,19 +46,13 @@ def _worker(rank: int, world: int, port: int, x: torch.Tensor, out: dict) -> Non
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_ranks():
     torch.manual_seed(0)
     x = torch.randn(8, 5)
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_worker, args=(2, _free_port(), x, out), nprocs=2, join=True)
+        mp.spawn(_worker, args=(2, free_port(), x, out), nprocs=2, join=True)
         return x, dict(out)
 
 

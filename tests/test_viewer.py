@@ -22,6 +22,7 @@ from gp3d.viewer.pose import (
     quat_to_matrix,
 )
 from gp3d.viewer.schedule import RenderScheduler
+from tests.net import free_port
 
 
 def random_cameras(n: int, seed: int = 0) -> CameraParams:
@@ -172,12 +173,6 @@ def generator_file(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("viewer")
     return save_tiny_generator(tmp, tmp / "g.pt", c_dim=3, seed=0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_main(args):
