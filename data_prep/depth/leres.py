@@ -20,7 +20,6 @@ it is stored as is, scaled to a maximum of 60000 like the release's dumps (``--m
 to no floor for LeReS; ``data_prep/depth/convert.py``).
 """
 
-import hashlib
 import pickle
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 from PIL import Image
 
 from data_prep.depth.leres_net import LeReSDepthNet, from_release_keys
+from gp3d.data.format import file_sha256  # noqa: F401 (model.py: leres.file_sha256)
 
 LERES = "leres"  # --model value
 WEIGHTS_FILE = "res101.pth"
@@ -142,11 +142,3 @@ class LeReSEstimator(torch.nn.Module):
         depth = self.net(pixel_values)[:, 0].float()
         low = depth.flatten(1).amin(1)[:, None, None]
         return SimpleNamespace(predicted_depth=depth - low + MIN_DEPTH)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -16,7 +16,6 @@ Weights (``weights`` argument):
   and offline synthetic runs only.
 """
 
-import hashlib
 import io
 import os
 import sys
@@ -34,6 +33,7 @@ from timm.models import load_state_dict
 from torch.utils.data import DataLoader, Dataset
 
 from data_prep.images import to_rgb
+from gp3d.data.format import file_sha256
 
 PRETRAINED, RANDOM = "pretrained", "random"
 RANDOM_DESCRIPTION = "random init (testing only)"
@@ -50,14 +50,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def teacher_identity(record: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +109,7 @@ class Teacher:
         record: dict[str, Any] = {"model": self.model_name}
         if self.weights_file is not None:
             record["weights"] = f"local file {self.weights_file}"
-            record["weights_sha256"] = _file_sha256(self.weights_file)
+            record["weights_sha256"] = file_sha256(self.weights_file)
         elif self.weights == PRETRAINED:
             record["weights"] = "pretrained"
             record["pretrained_tag"] = tag
